@@ -1,0 +1,14 @@
+"""lucid-jax: Lucid's ``instance_norm`` for JAX.
+
+- :func:`instance_norm` — the pure function (returns output and new running stats).
+- :mod:`lucid_jax.nn` — the Lucid face: ``Buffer``, the stateful
+  ``nn.functional.instance_norm`` shim and ``InstanceNorm1d/2d/3d`` modules.
+- :mod:`lucid_jax.flax` — Flax linen and nnx layers (needs the ``flax`` extra).
+"""
+
+from lucid_jax import functional, nn
+from lucid_jax._tensor import Tensor
+from lucid_jax.functional import InstanceNormOutput, instance_norm
+
+__all__ = ["InstanceNormOutput", "Tensor", "functional", "instance_norm", "nn"]
+__version__ = "0.1.0"

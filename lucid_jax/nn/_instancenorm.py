@@ -1,0 +1,120 @@
+"""Lucid-style ``InstanceNorm1d/2d/3d`` modules over the stateful shim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lucid_jax.nn import functional as F
+from lucid_jax.nn._buffer import Buffer, Parameter
+from lucid_jax.nn._module import Module
+
+
+class _InstanceNorm(Module):
+    _spatial_dims: int
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or (
+            num_features <= 0
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: num_features must be a positive int; got "
+                f"{num_features!r}."
+            )
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.weight = Parameter(jnp.ones(num_features)) if affine else None
+        self.bias = Parameter(jnp.zeros(num_features)) if affine else None
+        self.running_mean = Buffer(jnp.zeros(num_features)) if track_running_stats else None
+        self.running_var = Buffer(jnp.ones(num_features)) if track_running_stats else None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # None is a legitimate initial value of weight/bias/running stats: register the slot.
+        if value is None and name in {"weight", "bias", "running_mean", "running_var"}:
+            self._state[name] = None
+            return
+        super().__setattr__(name, value)
+
+    def reset_running_stats(self) -> None:
+        """Running mean to zeros, running variance to ones."""
+        if self.track_running_stats:
+            self.running_mean.data = jnp.zeros(self.num_features)
+            self.running_var.data = jnp.ones(self.num_features)
+
+    def reset_parameters(self) -> None:
+        """Running stats reset; weight to ones and bias to zeros."""
+        self.reset_running_stats()
+        if self.affine:
+            self.weight.data = jnp.ones(self.num_features)
+            self.bias.data = jnp.zeros(self.num_features)
+
+    def forward(self, input_: Any) -> jax.Array:
+        ndim = getattr(input_, "ndim", None)
+        if ndim is None:
+            ndim = jnp.ndim(input_)
+        expected = self._spatial_dims + 2
+        if ndim != expected:
+            raise ValueError(
+                f"{type(self).__name__}: expected a {expected}-D input (N, C, "
+                f"{', '.join('LHW'[3 - self._spatial_dims:] if self._spatial_dims < 3 else 'DHW')}"
+                f"); got {ndim}-D input of shape {tuple(jnp.shape(input_))}."
+            )
+        momentum = 0.1 if self.momentum is None else self.momentum
+        return F.instance_norm(
+            input_,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training or not self.track_running_stats,
+            momentum,
+            self.eps,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
+            f"momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats})"
+        )
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance norm over ``(N, C, L)`` input, as ``lucid.nn.InstanceNorm1d``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lucid_jax.nn import InstanceNorm1d
+      >>> m = InstanceNorm1d(2)
+      >>> m(jnp.arange(8.0).reshape(1, 2, 4)).shape
+      (1, 2, 4)
+      >>> m.running_mean
+      Buffer([0.15, 0.55], dtype=float32)
+    """
+
+    _spatial_dims = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance norm over ``(N, C, H, W)`` input, as ``lucid.nn.InstanceNorm2d``."""
+
+    _spatial_dims = 2
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance norm over ``(N, C, D, H, W)`` input, as ``lucid.nn.InstanceNorm3d``."""
+
+    _spatial_dims = 3
