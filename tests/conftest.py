@@ -1,0 +1,70 @@
+"""Shared test helpers: the Lucid 2.14.5 recordings and a float64 numpy reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+FIXTURE = "lucid_2_14_5_instance_norm"
+
+
+def _load():
+    cases = json.loads((DATA / f"{FIXTURE}.json").read_text())["cases"]
+    with np.load(DATA / f"{FIXTURE}.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for case in cases:
+        prefix = case["key"] + "/"
+        case["arrays"] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    return cases
+
+
+LUCID_CASES = _load()
+FUNCTIONAL_CASES = [c for c in LUCID_CASES if c["kind"] == "functional"]
+MODULE_CASES = [c for c in LUCID_CASES if c["kind"] == "module"]
+
+
+def case_id(case: dict) -> str:
+    if case["kind"] == "module":
+        return f"{case['key']}-{case['module']}-{'x'.join(map(str, case['shape']))}"
+    return (
+        f"{case['key']}-{'x'.join(map(str, case['shape']))}-{case['stats']}-"
+        f"{'train' if case['training'] else 'eval'}"
+    )
+
+
+def reference_instance_norm(
+    x, running_mean=None, running_var=None, weight=None, bias=None,
+    training=True, momentum=0.1, eps=1e-5, channel_axis=1,
+):
+    """Independent float64 numpy implementation of Lucid's semantics."""
+    x = np.moveaxis(np.asarray(x, np.float64), channel_axis, 1)
+    axes = tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training or running_mean is None:
+        y = (x - mean) / np.sqrt(var + eps)
+    else:
+        rm = np.asarray(running_mean, np.float64).reshape(bshape)
+        rv = np.asarray(running_var, np.float64).reshape(bshape)
+        y = (x - rm) / np.sqrt(rv + eps)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64).reshape(bshape)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(bshape)
+    new_mean, new_var = running_mean, running_var
+    if training and running_mean is not None:
+        flat_mean = mean.reshape(x.shape[0], x.shape[1]).mean(axis=0)
+        flat_var = var.reshape(x.shape[0], x.shape[1]).mean(axis=0)
+        new_mean = momentum * flat_mean + (1 - momentum) * np.asarray(running_mean, np.float64)
+        new_var = momentum * flat_var + (1 - momentum) * np.asarray(running_var, np.float64)
+    return np.moveaxis(y, 1, channel_axis), new_mean, new_var
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
