@@ -45,9 +45,7 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-def instance_statistics(
-    x: Array, axes: Sequence[int]
-) -> tuple[Array, Array, Array]:
+def instance_statistics(x: Array, axes: Sequence[int]) -> tuple[Array, Array, Array]:
     """Per-instance mean and biased variance, by a shifted two-pass method.
 
     Each instance is first shifted by its own first element ``k`` (a sample of the data, so
@@ -133,9 +131,7 @@ def normalize(
     )
 
 
-def _batch_average(
-    stat: Array, channel_axis: int, axis_name: str | Sequence[str] | None
-) -> Array:
+def _batch_average(stat: Array, channel_axis: int, axis_name: str | Sequence[str] | None) -> Array:
     """Average a keepdims per-instance statistic over the batch (and mapped axes): shape (C,)."""
     per_sample = jnp.moveaxis(stat, channel_axis, 1).reshape(stat.shape[0], -1)
     average = jnp.mean(per_sample, axis=0)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def Tensor(data: Any, dtype: Any = None) -> jax.Array:  # noqa: N802 - Lucid's name
+def Tensor(data: Any, dtype: Any = None) -> jax.Array:
     """Build a JAX array the way ``lucid.Tensor`` builds a tensor.
 
     Python floats (and lists of them) become float32, as in Lucid, even when JAX's x64 mode is

@@ -18,7 +18,7 @@ def _load():
         arrays = {key: npz[key] for key in npz.files}
     for case in cases:
         prefix = case["key"] + "/"
-        case["arrays"] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        case["arrays"] = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     return cases
 
 
@@ -37,8 +37,15 @@ def case_id(case: dict) -> str:
 
 
 def reference_instance_norm(
-    x, running_mean=None, running_var=None, weight=None, bias=None,
-    training=True, momentum=0.1, eps=1e-5, channel_axis=1,
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+    channel_axis=1,
 ):
     """Independent float64 numpy implementation of Lucid's semantics."""
     x = np.moveaxis(np.asarray(x, np.float64), channel_axis, 1)

@@ -13,8 +13,11 @@ import lucid_jax.nn.functional as F
 from lucid_jax.nn import Buffer, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 
 DTYPES = {"float32": dict(rtol=2e-4, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-10)}
-MODULES = {"InstanceNorm1d": InstanceNorm1d, "InstanceNorm2d": InstanceNorm2d,
-           "InstanceNorm3d": InstanceNorm3d}
+MODULES = {
+    "InstanceNorm1d": InstanceNorm1d,
+    "InstanceNorm2d": InstanceNorm2d,
+    "InstanceNorm3d": InstanceNorm3d,
+}
 
 
 def _assert_close(actual, expected, dtype):
@@ -25,8 +28,13 @@ def _assert_close(actual, expected, dtype):
 def _inputs(case, dtype):
     a = case["arrays"]
     cast = lambda name: jnp.asarray(a[name], dtype) if name in a else None  # noqa: E731
-    return (cast("x"), cast("running_mean_in"), cast("running_var_in"), cast("weight"),
-            cast("bias"))
+    return (
+        cast("x"),
+        cast("running_mean_in"),
+        cast("running_var_in"),
+        cast("weight"),
+        cast("bias"),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -44,8 +52,9 @@ def test_shim_matches_lucid(case, dtype):
             _assert_close(rv.data, case["arrays"]["running_var_out"], dtype)
         elif case["stats"] == "plain":
             # Lucid left plain tensors unchanged (the update is lost): the recording says so.
-            np.testing.assert_array_equal(case["arrays"]["running_mean_out"],
-                                          case["arrays"]["running_mean_in"])
+            np.testing.assert_array_equal(
+                case["arrays"]["running_mean_out"], case["arrays"]["running_mean_in"]
+            )
             _assert_close(rm, case["arrays"]["running_mean_in"], dtype)
             _assert_close(rv, case["arrays"]["running_var_in"], dtype)
 
@@ -55,8 +64,9 @@ def test_shim_matches_lucid(case, dtype):
 def test_pure_function_matches_lucid(case, dtype):
     with jax.enable_x64(dtype == "float64"):
         x, rm, rv, w, b = _inputs(case, dtype)
-        out = lucid_jax.instance_norm(x, rm, rv, w, b, case["training"], case["momentum"],
-                                      case["eps"])
+        out = lucid_jax.instance_norm(
+            x, rm, rv, w, b, case["training"], case["momentum"], case["eps"]
+        )
         _assert_close(out.output, case["arrays"]["y"], dtype)
         if case["stats"] == "none":
             assert out.running_mean is None and out.running_var is None
@@ -79,7 +89,10 @@ def test_modules_match_lucid(case, dtype):
     with jax.enable_x64(dtype == "float64"):
         a = case["arrays"]
         module = MODULES[case["module"]](
-            case["shape"][1], eps=case["eps"], momentum=case["momentum"], affine=case["affine"],
+            case["shape"][1],
+            eps=case["eps"],
+            momentum=case["momentum"],
+            affine=case["affine"],
             track_running_stats=case["track_running_stats"],
         )
         if case["affine"]:

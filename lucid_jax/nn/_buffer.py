@@ -106,14 +106,23 @@ def _binary(op: Any, reflected: bool = False) -> Any:
 
 
 for _name, _op in {
-    "add": operator.add, "sub": operator.sub, "mul": operator.mul,
-    "truediv": operator.truediv, "floordiv": operator.floordiv, "pow": operator.pow,
-    "matmul": operator.matmul, "mod": operator.mod,
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "floordiv": operator.floordiv,
+    "pow": operator.pow,
+    "matmul": operator.matmul,
+    "mod": operator.mod,
 }.items():
     setattr(Buffer, f"__{_name}__", _binary(_op))
     setattr(Buffer, f"__r{_name}__", _binary(_op, reflected=True))
-for _name, _op in {"lt": operator.lt, "le": operator.le, "gt": operator.gt,
-                   "ge": operator.ge}.items():
+for _name, _op in {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}.items():
     setattr(Buffer, f"__{_name}__", _binary(_op))
 Buffer.__neg__ = lambda self: -self._data  # type: ignore[attr-defined]
 Buffer.__abs__ = lambda self: abs(self._data)  # type: ignore[attr-defined]

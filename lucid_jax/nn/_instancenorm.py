@@ -24,12 +24,13 @@ class _InstanceNorm(Module):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or (
-            num_features <= 0
+        if (
+            not isinstance(num_features, int)
+            or isinstance(num_features, bool)
+            or (num_features <= 0)
         ):
             raise ValueError(
-                f"{type(self).__name__}: num_features must be a positive int; got "
-                f"{num_features!r}."
+                f"{type(self).__name__}: num_features must be a positive int; got {num_features!r}."
             )
         self.num_features = num_features
         self.eps = eps
@@ -69,7 +70,7 @@ class _InstanceNorm(Module):
         if ndim != expected:
             raise ValueError(
                 f"{type(self).__name__}: expected a {expected}-D input (N, C, "
-                f"{', '.join('LHW'[3 - self._spatial_dims:] if self._spatial_dims < 3 else 'DHW')}"
+                f"{', '.join('LHW'[3 - self._spatial_dims :] if self._spatial_dims < 3 else 'DHW')}"
                 f"); got {ndim}-D input of shape {tuple(jnp.shape(input_))}."
             )
         momentum = 0.1 if self.momentum is None else self.momentum

@@ -1,0 +1,220 @@
+"""The pure function under JAX transformations: jit, vmap, grad, jvp, second order."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import reference_instance_norm
+from jax.test_util import check_grads
+
+import lucid_jax
+import lucid_jax.nn.functional as F
+from lucid_jax import Tensor
+from lucid_jax.nn import Buffer
+
+
+def _data(rng, shape=(3, 4, 5, 6), dtype=np.float32):
+    c = shape[1]
+    return (
+        jnp.asarray(rng.normal(2.0, 3.0, shape), dtype),
+        jnp.asarray(rng.normal(0.0, 1.0, c), dtype),
+        jnp.asarray(rng.uniform(0.5, 2.0, c), dtype),
+        jnp.asarray(rng.normal(1.0, 0.5, c), dtype),
+        jnp.asarray(rng.normal(0.0, 0.5, c), dtype),
+    )
+
+
+def test_seed_example_runs_unchanged_but_for_imports():
+    input_ = Tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    out = F.instance_norm(
+        input_,
+        Tensor([0.0, 0.0]),
+        Tensor([1.0, 1.0]),
+        Tensor([1.0, 1.0]),
+        Tensor([0.0, 0.0]),
+        training=True,
+    )
+    expected, _, _ = reference_instance_norm(np.array([[[1.0, 2.0], [3.0, 4.0]]]))
+    assert out.shape == (1, 2, 2) and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_jit_equals_eager(rng, training):
+    x, rm, rv, w, b = _data(rng)
+    eager = lucid_jax.instance_norm(x, rm, rv, w, b, training, 0.3, 1e-3)
+    jitted = jax.jit(lucid_jax.instance_norm, static_argnames=("training",))(
+        x, rm, rv, w, b, training=training, momentum=0.3, eps=1e-3
+    )
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-6, atol=1e-6)
+
+
+def test_jit_with_traced_momentum_and_eps_matches_reference(rng):
+    x, rm, rv, w, b = _data(rng)
+    f = jax.jit(lambda m, e: lucid_jax.instance_norm(x, rm, rv, w, b, True, m, e))
+    out = f(0.25, 1e-2)
+    y, new_mean, new_var = reference_instance_norm(x, rm, rv, w, b, True, 0.25, 1e-2)
+    chex.assert_trees_all_close(tuple(out), (y, new_mean, new_var), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1, 2])
+def test_vmap_equals_python_loop(rng, channel_axis):
+    xs = jnp.asarray(rng.normal(size=(4, 2, 3, 5, 6)), jnp.float32)
+    channels = xs.shape[1:][channel_axis]
+    rm = jnp.asarray(rng.normal(size=(4, channels)), jnp.float32)
+    rv = jnp.asarray(rng.uniform(1, 2, (4, channels)), jnp.float32)
+
+    def f(x, m, v):
+        return lucid_jax.instance_norm(x, m, v, momentum=0.2, channel_axis=channel_axis)
+
+    batched = jax.vmap(f)(xs, rm, rv)
+    looped = [f(xs[i], rm[i], rv[i]) for i in range(4)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *looped)
+    chex.assert_trees_all_close(batched, stacked, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_matches_float64_reference_any_layout(rng, channel_axis):
+    x, rm, rv, w, b = _data(rng, (2, 3, 4, 5))
+    if channel_axis == -1:
+        x = jnp.moveaxis(x, 1, -1)  # (2, 4, 5, 3): C = 3 last
+        rm, rv, w, b = (v[:1].repeat(3) for v in (rm, rv, w, b))
+    out = lucid_jax.instance_norm(x, rm, rv, w, b, momentum=0.4, channel_axis=channel_axis)
+    y, new_mean, new_var = reference_instance_norm(
+        x, rm, rv, w, b, True, 0.4, channel_axis=channel_axis
+    )
+    chex.assert_trees_all_close(tuple(out), (y, new_mean, new_var), rtol=1e-5, atol=1e-5)
+
+
+def _loss_fn(channel_axis=1):
+    def loss(x, w, b):
+        y = lucid_jax.instance_norm(x, None, None, w, b, channel_axis=channel_axis).output
+        return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) / y.size)
+
+    return loss
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_grads_second_order_both_modes_float64(rng, channel_axis):
+    with jax.enable_x64(True):
+        x, _, _, w, b = _data(rng, (2, 3, 4), np.float64)
+        if channel_axis == -1:
+            x = jnp.moveaxis(x, 1, -1)[..., :3]
+        check_grads(
+            _loss_fn(channel_axis), (x, w, b), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5
+        )
+        check_grads(
+            lambda x: lucid_jax.instance_norm(x, channel_axis=channel_axis).output,
+            (x,),
+            order=2,
+            modes=["rev", "fwd"],
+            atol=1e-5,
+            rtol=1e-5,
+        )
+
+
+def test_grads_of_eval_mode_and_running_stats_float64(rng):
+    with jax.enable_x64(True):
+        x, rm, rv, w, b = _data(rng, (2, 3, 4), np.float64)
+
+        def f(x, rm, rv, w):
+            out = lucid_jax.instance_norm(x, rm, rv, w, b, training=False)
+            return out.output
+
+        def g(x, rm, rv):
+            out = lucid_jax.instance_norm(x, rm, rv, momentum=0.3)
+            return out.running_mean * out.running_var
+
+        check_grads(f, (x, rm, rv, w), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5)
+        check_grads(g, (x, rm, rv), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_matches_torch_autograd(rng):
+    torch = pytest.importorskip("torch")
+    x, _, _, w, b = _data(rng, (2, 3, 7, 5))
+    g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    _, pullback = jax.vjp(
+        lambda x, w, b: lucid_jax.instance_norm(x, None, None, w, b).output, x, w, b
+    )
+    ours = pullback(g)
+    tx, tw, tb = (
+        torch.tensor(np.asarray(v), dtype=torch.float64, requires_grad=True) for v in (x, w, b)
+    )
+    torch.nn.functional.instance_norm(tx, weight=tw, bias=tb, eps=1e-5).backward(
+        torch.tensor(np.asarray(g), dtype=torch.float64)
+    )
+    for mine, theirs in zip(ours, (tx.grad, tw.grad, tb.grad), strict=True):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=2e-4, atol=2e-4)
+
+
+def test_output_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    x, _, _, w, b = _data(rng, (3, 4, 6, 5))
+    ours = lucid_jax.instance_norm(x, None, None, w, b, eps=1e-3).output
+    theirs = torch.nn.functional.instance_norm(
+        torch.tensor(np.asarray(x)),
+        weight=torch.tensor(np.asarray(w)),
+        bias=torch.tensor(np.asarray(b)),
+        eps=1e-3,
+    )
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_in_same_dtype_out_stats_in_float32(rng, dtype):
+    x = jnp.asarray(rng.normal(100.0, 2.0, (2, 3, 64)), dtype)
+    rm, rv = jnp.zeros(3), jnp.ones(3)
+    out = lucid_jax.instance_norm(x, rm, rv, momentum=1.0)
+    assert out.output.dtype == dtype
+    assert out.running_mean.dtype == jnp.float32
+    y, new_mean, new_var = reference_instance_norm(np.asarray(x, np.float64), rm, rv, momentum=1.0)
+    # Statistics accumulate in float32: they match the float64 reference far better than the
+    # half-precision ulp at 100 (0.5 for bfloat16) would allow.
+    np.testing.assert_allclose(out.running_mean, new_mean, rtol=1e-6)
+    np.testing.assert_allclose(out.running_var, new_var, rtol=1e-4)
+    tolerance = 2**-7 if dtype == jnp.bfloat16 else 2**-10
+    np.testing.assert_allclose(np.asarray(out.output, np.float64), y, atol=4 * tolerance * 3)
+
+
+def test_integer_input_is_promoted_to_default_float():
+    x = jnp.arange(24, dtype=jnp.int32).reshape(2, 3, 4) ** 2
+    out = lucid_jax.instance_norm(x)
+    assert out.output.dtype == jnp.float32
+    np.testing.assert_allclose(out.output, reference_instance_norm(np.asarray(x))[0], atol=1e-5)
+
+
+def test_float64_under_x64(rng):
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(2, 3, 10)), jnp.float64)
+        out = lucid_jax.instance_norm(x, jnp.zeros(3), jnp.ones(3))
+        assert out.output.dtype == jnp.float64 and out.running_mean.dtype == jnp.float64
+        y, _m, v = reference_instance_norm(x, np.zeros(3), np.ones(3))
+        np.testing.assert_allclose(out.output, y, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out.running_var, v, rtol=1e-12)
+
+
+def test_pure_function_never_touches_its_inputs(rng):
+    x, rm, rv, w, b = _data(rng)
+    buffers = Buffer(rm), Buffer(rv)
+    before = [np.array(v) for v in (x, rm, rv)]
+    out = lucid_jax.instance_norm(x, *buffers, w, b, momentum=0.5)
+    for arr, old in zip(
+        (x, rm, rv, buffers[0].data, buffers[1].data), before + before[1:], strict=True
+    ):
+        np.testing.assert_array_equal(arr, old)
+    assert not np.allclose(out.running_mean, rm)
+
+
+def test_eval_returns_running_stats_unchanged_and_uses_them(rng):
+    x, rm, rv, w, b = _data(rng)
+    out = lucid_jax.instance_norm(x, rm, rv, w, b, training=False)
+    assert out.running_mean is rm and out.running_var is rv
+    np.testing.assert_allclose(
+        out.output,
+        reference_instance_norm(x, rm, rv, w, b, training=False)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
