@@ -19,6 +19,7 @@ and, in training with running statistics (Lucid's momentum convention)::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -45,29 +46,80 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-def instance_statistics(x: Array, axes: Sequence[int]) -> tuple[Array, Array, Array]:
-    """Per-instance mean and biased variance, by a shifted two-pass method.
+def _shift_index(ndim: int, axes: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(0, 1) if a in axes else slice(None) for a in range(ndim))
 
-    Each instance is first shifted by its own first element ``k`` (a sample of the data, so
-    ``x - k`` is exact for data far from zero: Sterbenz), then mean and variance are taken in
-    two passes over the shifted values. This stays accurate where ``E[x²] - E[x]²`` loses every
-    digit (float32 data of mean 1e4 and std 1).
 
-    Args:
-      x: input, already in the statistics dtype.
-      axes: the axes to reduce (every axis but batch and channel).
+def _train_forward(
+    x: Array, weight: Array | None, bias: Array | None, eps: Array, axes: tuple[int, ...]
+) -> tuple[Array, Array, Array, Array, Array]:
+    """Normalise with instance statistics; returns ``(y, mean, var, centred, inv_std)``.
 
-    Returns:
-      ``(shift, centred_mean, var)``, each with ``axes`` kept as size-1 dims:
-      ``mean = shift + centred_mean``; ``x - mean == (x - shift) - centred_mean``.
+    Statistics by a shifted two-pass method: each instance is first shifted by its own first
+    element ``k`` (a sample of the data, so ``x - k`` is exact for data far from zero), then the
+    mean and the variance of the shifted values are taken in two passes. This stays accurate
+    where ``E[x²] - E[x]²`` loses every digit (float32 data of mean 1e4 and std 1).
+    ``weight``/``bias`` already broadcast against ``x``; the statistics keep ``axes``.
     """
-    # The statistics do not depend on the shift, so no gradient needs to flow through it.
-    index = tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))
-    shift = lax.stop_gradient(x[index])
+    # The statistics do not depend on the shift, so no derivative needs to flow through it.
+    shift = lax.stop_gradient(x[_shift_index(x.ndim, axes)])
     shifted = x - shift
-    centred_mean = jnp.mean(shifted, axis=tuple(axes), keepdims=True)
-    var = jnp.mean(jnp.square(shifted - centred_mean), axis=tuple(axes), keepdims=True)
-    return shift, centred_mean, var
+    centred_mean = jnp.mean(shifted, axis=axes, keepdims=True)
+    centred = shifted - centred_mean
+    var = jnp.mean(centred * centred, axis=axes, keepdims=True)
+    inv_std = lax.rsqrt(var + eps)
+    scale = inv_std if weight is None else inv_std * weight
+    y = centred * scale
+    if bias is not None:
+        y = y + bias
+    return y, shift + centred_mean, var, centred, inv_std
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def train_normalize(
+    x: Array, weight: Array | None, bias: Array | None, eps: Array, axes: tuple[int, ...]
+) -> tuple[Array, Array, Array]:
+    r"""Normalise ``x`` with each instance's own statistics; returns ``(y, mean, var)``.
+
+    ``y = (x - mean) · rsqrt(var + eps) · weight + bias``; ``mean`` and the biased ``var`` keep
+    the reduced ``axes`` as size-1 dims; ``weight``/``bias`` broadcast against ``x`` (or None).
+
+    The derivative is a forward-mode rule (so ``jvp``, ``grad``, and every higher order in both
+    modes work: JAX transposes it for reverse mode). With ``c = x - μ``, ``r = (σ² + ε)^{-1/2}``:
+
+    .. math::
+
+        \dot y = w r\,(\dot x - \overline{\dot x}) + c\,(w \dot r + r \dot w) + \dot b,
+        \qquad \dot r = -\tfrac12 r^3\,(2\,\overline{c\,\dot x} + \dot\varepsilon)
+
+    (overlines are means over the instance). It is written so that its transpose needs just two
+    per-instance reductions of the cotangent ``g`` — ``Σ g`` and ``Σ g·c`` — and one elementwise
+    pass: per-instance factors multiply *after* each reduction, and the per-channel ``ẇ``, ``ḃ``
+    are first broadcast per instance, so their transposes reuse those two sums. No
+    activation-sized intermediate then outlives its fusion (XLA's compiled temporary memory of a
+    forward+backward stays near zero).
+    """
+    return _train_forward(x, weight, bias, eps, axes)[:3]
+
+
+@train_normalize.defjvp
+def _train_normalize_jvp(axes, primals, tangents):
+    x, weight, bias, eps = primals
+    dx, dweight, dbias, deps = tangents
+    y, mean, var, centred, inv_std = _train_forward(x, weight, bias, eps, axes)
+
+    def per_instance(t: Array) -> Array:
+        return jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, mean.shape))
+
+    scale = inv_std if weight is None else inv_std * weight
+    dmean = jnp.mean(dx, axis=axes, keepdims=True)
+    dvar = 2 * jnp.mean(centred * dx, axis=axes, keepdims=True)
+    dinv_std = -0.5 * inv_std**3 * (dvar + deps)
+    dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)
+    dy = scale * dx - scale * dmean + centred * dscale
+    if bias is not None:
+        dy = dy + per_instance(dbias)
+    return (y, mean, var), (dy, dmean, dvar)
 
 
 def normalize(
@@ -95,39 +147,30 @@ def normalize(
     axes = reduction_axes(ndim, channel_axis)
     xs = x.astype(statistics_dtype(x.dtype))
     compute_dtype = xs.dtype
+    eps = jnp.asarray(eps, compute_dtype)
 
     def channel(v: Array | None) -> Array | None:
         return None if v is None else _per_channel(v.astype(compute_dtype), ndim, channel_axis)
 
     w, b = channel(weight), channel(bias)
+    if not use_instance_stats:
+        scale = lax.rsqrt(channel(running_var) + eps)
+        if w is not None:
+            scale = scale * w
+        y = (xs - channel(running_mean)) * scale
+        if b is not None:
+            y = y + b
+        return y.astype(out_dtype), running_mean, running_var
 
-    if use_instance_stats:
-        shift, centred_mean, var = instance_statistics(xs, axes)
-        inv_std = lax.rsqrt(var + jnp.asarray(eps, compute_dtype))
-        centred = (xs - shift) - centred_mean
-    else:
-        mean, var = channel(running_mean), channel(running_var)
-        inv_std = lax.rsqrt(var + jnp.asarray(eps, compute_dtype))
-        centred = xs - mean
-
-    scale = inv_std if w is None else inv_std * w
-    y = centred * scale
-    if b is not None:
-        y = y + b
+    y, mean, var = train_normalize(xs, w, b, eps, axes)
     y = y.astype(out_dtype)
-
-    if not use_instance_stats or running_mean is None:
+    if running_mean is None or x.shape[0] == 0:
+        # No running stats to update, or an empty batch: averaging it would write NaN.
         return y, running_mean, running_var
-    batch = x.shape[0]
-    if batch == 0:
-        # An empty batch carries no statistics; averaging it would write NaN.
-        return y, running_mean, running_var
-    mean_c = _batch_average(shift + centred_mean, channel_axis, axis_name)
-    var_c = _batch_average(var, channel_axis, axis_name)
     return (
         y,
-        _running_update(running_mean, mean_c, momentum),
-        _running_update(running_var, var_c, momentum),
+        _running_update(running_mean, _batch_average(mean, channel_axis, axis_name), momentum),
+        _running_update(running_var, _batch_average(var, channel_axis, axis_name), momentum),
     )
 
 
