@@ -218,3 +218,24 @@ def test_eval_returns_running_stats_unchanged_and_uses_them(rng):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("offset", [0.3, 50.0])
+def test_grads_second_order_on_both_variance_paths_float64(rng, offset):
+    # Centred data takes the one-pass variance, offset data the shifted two-pass one.
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(offset, 1.0, (2, 3, 6)))
+        w = jnp.asarray(rng.normal(1.0, 0.3, 3))
+        check_grads(
+            _loss_fn(), (x, w, w * 0.5), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5
+        )
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_vmap_over_mixed_conditioning_matches_reference(rng, offset):
+    # One batch element centred, the other far from zero: under vmap both paths are selected.
+    xs = np.stack([rng.normal(0.0, 1.0, (2, 3, 40)), rng.normal(offset + 5e3, 1.0, (2, 3, 40))])
+    xs = jnp.asarray(xs, jnp.float32)
+    out = jax.vmap(lambda x: lucid_jax.instance_norm(x).output)(xs)
+    for i in range(2):
+        np.testing.assert_allclose(out[i], reference_instance_norm(xs[i])[0], atol=2e-5)
