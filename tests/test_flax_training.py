@@ -1,0 +1,173 @@
+"""End to end: a small CNN with our InstanceNorm learns sklearn's 8x8 digits (linen and nnx).
+
+Real data that ships with scikit-learn (1797 images, 10 classes). Each test trains for
+``STEPS`` Adam steps (a few seconds on CPU) and checks what training must show: the loss
+falls, the running statistics settle (their step-to-step change shrinks; for linen, they also
+end near the training set's statistics under the final weights) and eval mode (running
+statistics) classifies held-out digits.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lucid_jax.flax import linen as lucid_linen
+from lucid_jax.flax import nnx as lucid_nnx
+
+datasets = pytest.importorskip("sklearn.datasets")
+
+STEPS = 150
+BATCH = 64
+N_TRAIN = 1500
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = datasets.load_digits()
+    images = (data.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1), NHWC
+    labels = data.target.astype(np.int32)
+    return images[:N_TRAIN], labels[:N_TRAIN], images[N_TRAIN:], labels[N_TRAIN:]
+
+
+def _batches(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.choice(N_TRAIN, BATCH, replace=False) for _ in range(STEPS)]
+
+
+def _max_change(old, new):
+    return max(
+        float(jnp.abs(a - b).max())
+        for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
+    )
+
+
+def _check_history(losses, changes):
+    losses, changes = np.asarray(losses), np.asarray(changes)
+    assert np.isfinite(losses).all()
+    # The loss falls: final (last 10 steps) well under initial (first 5).
+    assert losses[-10:].mean() < 0.5 * losses[:5].mean(), (losses[:5], losses[-10:])
+    # The running statistics settle: late step-to-step changes much smaller than early ones.
+    assert changes[-10:].mean() < 0.25 * changes[:10].mean(), (changes[:10], changes[-10:])
+
+
+# --- linen -------------------------------------------------------------------------------------
+
+
+class LinenCNN(nn.Module):
+    momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        for features, stride in ((8, 1), (16, 2)):
+            x = nn.Conv(features, (3, 3), strides=stride)(x)
+            x = lucid_linen.InstanceNorm(momentum=self.momentum)(x, use_running_average=not train)
+            x = nn.relu(x)
+        return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def test_linen_cnn_learns_digits_and_running_stats_settle(digits):
+    x_train, y_train, x_test, y_test = digits
+    model = LinenCNN()
+    variables = model.init(jax.random.key(0), x_train[:2], train=False)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    tx = optax.adam(1e-2)
+    opt_state = tx.init(params)
+
+    def loss_fn(params, batch_stats, x, y):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, updates["batch_stats"]
+
+    @jax.jit
+    def step(params, batch_stats, opt_state, x, y):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch_stats, x, y
+        )
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    losses, changes = [], []
+    for idx in _batches():
+        params, new_stats, opt_state, loss = step(
+            params, batch_stats, opt_state, x_train[idx], y_train[idx]
+        )
+        changes.append(_max_change(batch_stats, new_stats))
+        batch_stats = new_stats
+        losses.append(float(loss))
+    _check_history(losses, changes)
+
+    # The running stats end near the training set's statistics under the final weights
+    # (momentum 0: one update replaces them by the full-batch averages): much nearer than
+    # where they started (zeros/ones).
+    _, exact = LinenCNN(momentum=0.0).apply(
+        {"params": params, "batch_stats": batch_stats},
+        x_train,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    for running, target, start in zip(
+        jax.tree.leaves(batch_stats),
+        jax.tree.leaves(exact["batch_stats"]),
+        jax.tree.leaves(variables["batch_stats"]),
+        strict=True,
+    ):
+        assert np.linalg.norm(running - target) < 0.15 * np.linalg.norm(start - target)
+
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, x_test, train=False)
+    assert float((logits.argmax(-1) == y_test).mean()) > 0.85
+
+
+# --- nnx ---------------------------------------------------------------------------------------
+
+
+class NnxCNN(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+        self.conv1 = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+        self.norm1 = lucid_nnx.InstanceNorm(8, momentum=0.9, rngs=rngs)
+        self.conv2 = nnx.Conv(8, 16, (3, 3), strides=2, rngs=rngs)
+        self.norm2 = lucid_nnx.InstanceNorm(16, momentum=0.9, rngs=rngs)
+        self.head = nnx.Linear(16 * 4 * 4, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.norm1(self.conv1(x)))
+        x = nnx.relu(self.norm2(self.conv2(x)))
+        return self.head(x.reshape(x.shape[0], -1))
+
+
+def test_nnx_cnn_learns_digits_and_running_stats_settle(digits):
+    x_train, y_train, x_test, y_test = digits
+    model = NnxCNN(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        def loss_fn(model):
+            logits = model(x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    model.train()
+    losses, changes = [], []
+    for idx in _batches(seed=1):
+        before = nnx.to_pure_dict(nnx.clone(nnx.state(model, nnx.BatchStat)))
+        losses.append(float(train_step(model, optimizer, x_train[idx], y_train[idx])))
+        changes.append(_max_change(before, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))))
+    _check_history(losses, changes)
+
+    model.eval()
+    logits = nnx.jit(lambda model, x: model(x))(model, x_test)
+    assert float((logits.argmax(-1) == y_test).mean()) > 0.85
