@@ -14,9 +14,11 @@ class Buffer:
     """A mutable holder of one JAX array, like ``lucid.nn.Buffer``.
 
     JAX arrays are immutable, so Lucid's in-place update of running statistics is emulated by
-    swapping the array a ``Buffer`` holds. A Buffer converts wherever an array is expected
-    (``jnp.asarray(buf)``, ``np.asarray(buf)``, arithmetic, indexing) and exposes ``.data``,
-    ``.shape``, ``.dtype`` and ``.ndim``.
+    swapping the array a ``Buffer`` holds. A Buffer converts explicitly (``jnp.asarray(buf)``,
+    ``np.asarray(buf)``), supports arithmetic, indexing and array methods (``buf.sum()``), and
+    exposes ``.data``, ``.shape``, ``.dtype`` and ``.ndim``. Since JAX 0.9, ``jnp`` functions no
+    longer convert such objects implicitly: write ``jnp.sum(buf.data)``, not ``jnp.sum(buf)``.
+    Every lucid_jax function accepts Buffers directly.
 
     Example:
       >>> import jax.numpy as jnp
