@@ -16,8 +16,9 @@ class Buffer:
     JAX arrays are immutable, so Lucid's in-place update of running statistics is emulated by
     swapping the array a ``Buffer`` holds. A Buffer converts explicitly (``jnp.asarray(buf)``,
     ``np.asarray(buf)``), supports arithmetic, indexing and array methods (``buf.sum()``), and
-    exposes ``.data``, ``.shape``, ``.dtype`` and ``.ndim``. Recent JAX (0.10 here): ``jnp`` functions no
-    longer convert such objects implicitly: write ``jnp.sum(buf.data)``, not ``jnp.sum(buf)``.
+    exposes ``.data``, ``.shape``, ``.dtype`` and ``.ndim``. Recent JAX (0.10 here) no longer
+    converts such objects inside ``jnp`` functions: write ``jnp.sum(buf.data)``, not
+    ``jnp.sum(buf)``.
     Every lucid_jax function accepts Buffers directly.
 
     Example:
