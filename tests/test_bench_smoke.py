@@ -117,7 +117,11 @@ def test_targets_section(quick_run: tuple[dict, Path, str]) -> None:
 def test_shape_selection() -> None:
     configs = bench.FULL_CONFIGS
     both = bench.select_configs(configs, ["8x64x64x64"])
-    assert [c.label for c in both] == ["8x64x64x64-f32", "8x64x64x64-bf16"]
+    assert [c.label for c in both] == [
+        "8x64x64x64-f32",
+        "8x64x64x64-f32-offset30",
+        "8x64x64x64-bf16",
+    ]
     only = bench.select_configs(configs, ["16x128x128x128-bf16"])
     assert [(c.shape, c.dtype) for c in only] == [((16, 128, 128, 128), "bfloat16")]
     assert bench.select_configs(configs, None) == list(configs)
