@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip
 # the CPU build the project benchmarks against (an unpinned torch would pull a CUDA build).
 DEV_EXTRAS := dev,flax,notebooks,bench,torch
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench scaling lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.bench
+
+scaling: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.scaling
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
