@@ -46,57 +46,126 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-#: Largest ``mean² / var`` for which an instance's variance is taken as ``E[x²] - E[x]²``.
-#: That formula's relative rounding error grows like ``(1 + mean²/var) · ulp``; at 1 (the mean
-#: within one standard deviation of zero, as for most activations) the output stays about as
-#: accurate as with the two-pass method (max error ~7e-7 in float32; PyTorch's CPU kernel ~5e-7).
-FAST_VARIANCE_MAX_RATIO = 1.0
+#: How many leading elements of each instance's first row make up its *head*, a cheap sample
+#: that decides how the variance is taken (see :func:`instance_moments`).
+HEAD_SIZE = 32
+
+#: Largest ``mean² / var`` (around the shift used) for which a one-pass variance
+#: ``E[d²] - E[d]²`` is kept. Its relative rounding error grows like ``(1 + ratio) · ulp``
+#: (measured in float32 on 128×128 instances: max output error 5e-7 at ratio 0, 1e-6 at 1,
+#: 2.4e-6 at 4, 9e-6 at 16, any mean); above it the batch takes one more, centred, pass.
+FAST_VARIANCE_MAX_RATIO = 4.0
+
+
+def _explicitly_sharded_axes(x: Array) -> frozenset[int]:
+    """Axes of ``x`` that its type shards over mesh axes (JAX's explicit sharding mode)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None) or ()
+    return frozenset(i for i, entry in enumerate(spec) if entry is not None)
+
+
+def _head_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """Mean and biased variance of each instance's head: a few of its first elements.
+
+    Index 0 along every reduced axis but the last, the first ``HEAD_SIZE`` along the last: a
+    contiguous read of ``N·C·HEAD_SIZE`` elements at most, for either layout. A reduced axis
+    that the array's type shards (explicit sharding) is not sliced — that would need a
+    reshard — but averaged whole, still over a small slice of the others; under automatic
+    (GSPMD) sharding the slice is of one shard. Never a gather of the activation.
+    """
+    sharded = _explicitly_sharded_axes(x)
+    sliceable = [a for a in axes if a not in sharded]
+    index = [slice(None)] * x.ndim
+    for axis in sliceable:
+        index[axis] = slice(0, 1)
+    if sliceable:
+        last = sliceable[-1]
+        index[last] = slice(0, min(HEAD_SIZE, x.shape[last]))
+    head = lax.stop_gradient(x[tuple(index)].astype(statistics_dtype(x.dtype)))
+    mean = jnp.mean(head, axis=axes, keepdims=True)
+    return mean, jnp.mean(jnp.square(head - mean), axis=axes, keepdims=True)
+
+
+def _shifted_moments(x: Array, shift: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """``(E[x - shift], E[(x - shift)²] - E[x - shift]²)`` in one pass over ``x``.
+
+    The two sums are spelt differently (``x - shift`` and ``x + (-shift)``, equal in IEEE
+    arithmetic) on purpose: XLA's CPU reduction fusions do not share a producer, so a common
+    ``x - shift`` (or its broadcast ``shift``) would be materialised as an activation-sized
+    temporary; distinct producers fuse into each reduction instead.
+    """
+    xs = x.astype(shift.dtype)
+    m1 = jnp.mean(xs - shift, axis=axes, keepdims=True)
+    m2 = jnp.mean(jnp.square(xs + (-shift)), axis=axes, keepdims=True)
+    return m1, m2 - m1 * m1
+
+
+def _raw_moments(x: Array, axes: tuple[int, ...], dtype: jnp.dtype) -> tuple[Array, Array]:
+    """``(E[x], E[x²] - E[x]²)`` in one pass: the cheapest reductions XLA has."""
+    xs = x.astype(dtype)
+    m1 = jnp.mean(xs, axis=axes, keepdims=True)
+    return m1, jnp.mean(xs * xs, axis=axes, keepdims=True) - m1 * m1
 
 
 def instance_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, Array]:
     """Per-instance ``(shift, centred_mean, var)``: ``mean = shift + centred_mean``, var biased.
 
-    One pass takes ``E[x]`` and ``E[x²]`` with no activation-sized temporary. Where every
-    instance is well conditioned (``E[x]² <= FAST_VARIANCE_MAX_RATIO · var``),
-    ``var = E[x²] - E[x]²`` is accurate and nothing more is read (``shift`` is 0). Otherwise —
-    data far from zero, say float32 of mean 1e4 and std 1, where that formula loses every digit
-    — each instance is shifted by its rounded mean ``m`` (``x - m`` is then exact: Sterbenz) and
-    the variance is taken by two more passes over the shifted values (their mean, then the mean
-    square of the centred values). The choice is one ``lax.cond`` for the whole batch; under
-    ``vmap`` (a batched predicate) both branches run and the right one is selected.
+    Statistics are in :func:`statistics_dtype` whatever ``x``'s dtype, and cost one pass over
+    ``x`` (two fused reductions) in all but rare cases:
+
+    1. A head of each instance (:func:`_head_moments`, a few elements) tells whether the data
+       sits near zero (``mean² <= FAST_VARIANCE_MAX_RATIO · var`` for every head). If so,
+       ``E[x]`` and ``E[x²]`` are taken raw — the fastest reductions — and
+       ``var = E[x²] - E[x]²`` is accurate. Otherwise the moments of ``d = x - p`` are taken
+       around each head's mean ``p``, so ``E[d²] - E[d]²`` cancels little even far from zero
+       (float32 of mean 1e4 and std 1, where ``E[x²] - E[x]²`` loses every digit). ``x - p``
+       is exact when ``x`` is within a factor 2 of ``p`` (Sterbenz), and the mean is kept as
+       the unrounded pair ``p + E[d]``, so ``(x - p) - E[d]`` centres accurately.
+    2. If the whole instance disagrees with its head (``E[d]² > FAST_VARIANCE_MAX_RATIO ·
+       var`` somewhere), the batch takes one more pass around its rounded mean.
+
+    Each choice is one ``lax.cond`` for the whole batch; under ``vmap`` (a batched predicate)
+    both branches run and the right one is selected.
     """
-    mean = jnp.mean(x, axis=axes, keepdims=True)
-    fast_var = jnp.mean(x * x, axis=axes, keepdims=True) - mean * mean
-    ill_conditioned = jnp.any(mean * mean > FAST_VARIANCE_MAX_RATIO * fast_var)
+    dtype = statistics_dtype(x.dtype)
+    head_mean, head_var = _head_moments(x, axes)
+    near_zero = jnp.all(head_mean * head_mean <= FAST_VARIANCE_MAX_RATIO * head_var)
 
-    def shifted_two_pass(x: Array, mean: Array, fast_var: Array):
-        shift = lax.stop_gradient(mean)  # the statistics do not depend on the shift
-        shifted = x - shift
-        centred_mean = jnp.mean(shifted, axis=axes, keepdims=True)
-        centred = shifted - centred_mean
-        return shift, centred_mean, jnp.mean(centred * centred, axis=axes, keepdims=True)
+    def raw(x: Array, shift: Array):
+        return (jnp.zeros_like(shift), *_raw_moments(x, axes, dtype))
 
-    def one_pass(x: Array, mean: Array, fast_var: Array):
-        return jnp.zeros_like(mean), mean, jnp.maximum(fast_var, 0)
+    def around_head(x: Array, shift: Array):
+        return (shift, *_shifted_moments(x, shift, axes))
 
-    return lax.cond(ill_conditioned, shifted_two_pass, one_pass, x, mean, fast_var)
+    shift, m1, var = lax.cond(near_zero, raw, around_head, x, head_mean)
+
+    def recentre(x: Array, shift: Array, m1: Array, var: Array):
+        shift = lax.stop_gradient(shift + m1)  # the statistics do not depend on the shift
+        return (shift, *_shifted_moments(x, shift, axes))
+
+    def keep(x: Array, shift: Array, m1: Array, var: Array):
+        return shift, m1, var
+
+    poor_shift = jnp.any(m1 * m1 > FAST_VARIANCE_MAX_RATIO * var)
+    shift, m1, var = lax.cond(poor_shift, recentre, keep, x, shift, m1, var)
+    return shift, m1, jnp.maximum(var, 0)
 
 
 def _train_forward(
     x: Array, weight: Array | None, bias: Array | None, eps: Array, axes: tuple[int, ...]
 ) -> tuple[Array, Array, Array, Array, Array]:
-    """Normalise with instance statistics; returns ``(y, mean, var, centred, inv_std)``.
+    """Normalise with instance statistics; returns ``(y, shift, centred_mean, var, inv_std)``.
 
-    ``weight``/``bias`` already broadcast against ``x``; the statistics keep ``axes``.
+    ``y`` is in ``x``'s dtype, everything else in the statistics dtype (the mean is
+    ``shift + centred_mean``); ``weight``/``bias`` already broadcast against ``x``; the
+    statistics keep ``axes``.
     """
     shift, centred_mean, var = instance_moments(x, axes)
-    centred = (x - shift) - centred_mean
     inv_std = lax.rsqrt(var + eps)
     scale = inv_std if weight is None else inv_std * weight
-    y = centred * scale
+    y = ((x.astype(var.dtype) - shift) - centred_mean) * scale
     if bias is not None:
         y = y + bias
-    return y, shift + centred_mean, var, centred, inv_std
+    return y.astype(x.dtype), shift, centred_mean, var, inv_std
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -105,45 +174,62 @@ def train_normalize(
 ) -> tuple[Array, Array, Array]:
     r"""Normalise ``x`` with each instance's own statistics; returns ``(y, mean, var)``.
 
-    ``y = (x - mean) · rsqrt(var + eps) · weight + bias``; ``mean`` and the biased ``var`` keep
-    the reduced ``axes`` as size-1 dims; ``weight``/``bias`` broadcast against ``x`` (or None).
+    ``y = (x - mean) · rsqrt(var + eps) · weight + bias`` in ``x``'s (floating) dtype; ``mean``
+    and the biased ``var`` are in :func:`statistics_dtype` and keep the reduced ``axes`` as
+    size-1 dims; ``weight``/``bias``/``eps`` are in that dtype and broadcast against ``x``
+    (``weight``/``bias`` may be None).
 
     The derivative is a forward-mode rule (so ``jvp``, ``grad``, and every higher order in both
-    modes work: JAX transposes it for reverse mode). With ``c = x - μ``, ``r = (σ² + ε)^{-1/2}``:
+    modes work: JAX transposes it for reverse mode). With ``r = (σ² + ε)^{-1/2}``, the mean
+    ``μ = s + m`` held as a shift ``s`` plus a small centred mean ``m`` (see
+    :func:`instance_moments`), and ``d = x - s``:
 
     .. math::
 
-        \dot y = w r\,(\dot x - \overline{\dot x}) + c\,(w \dot r + r \dot w) + \dot b,
-        \qquad \dot r = -\tfrac12 r^3\,(2\,\overline{c\,\dot x} + \dot\varepsilon)
+        \dot y = w r\,\dot x + \big(\dot b - w r\,\overline{\dot x} - m\,\dot\rho\big)
+                 + d\,\dot\rho, \qquad \dot\rho = w \dot r + r \dot w,
+        \qquad \dot r = -\tfrac12 r^3\,\big(2\,(\overline{d\,\dot x}
+                 - m\,\overline{\dot x}) + \dot\varepsilon\big)
 
-    (overlines are means over the instance). It is written so that its transpose needs just two
-    per-instance reductions of the cotangent ``g`` — ``Σ g`` and ``Σ g·c`` — and one elementwise
-    pass: per-instance factors multiply *after* each reduction, and the per-channel ``ẇ``, ``ḃ``
-    are first broadcast per instance, so their transposes reuse those two sums. No
-    activation-sized intermediate then outlives its fusion (XLA's compiled temporary memory of a
-    forward+backward stays near zero).
+    (overlines are means over the instance; ``d - m = x - μ``). Its transpose needs just two
+    per-instance reductions of the cotangent ``g`` — ``Σ g`` and ``Σ g·d`` — and one
+    elementwise pass: the bracketed per-instance terms are summed *before* they broadcast, so
+    ``Σ g`` serves ``ḃ``, the mean's and the shift's terms, and ``Σ g·d`` both ``ẇ`` and the
+    variance's. ``d`` is recomputed from ``x`` inside each fusion (one subtraction, which XLA
+    fuses into the reduction), so no activation-sized intermediate outlives its fusion (XLA's
+    compiled temporary memory of a forward+backward stays near zero) and low-precision input
+    is converted on the fly, never materialised in float32.
     """
-    return _train_forward(x, weight, bias, eps, axes)[:3]
+    y, shift, centred_mean, var, _ = _train_forward(x, weight, bias, eps, axes)
+    return y, shift + centred_mean, var
 
 
 @train_normalize.defjvp
 def _train_normalize_jvp(axes, primals, tangents):
     x, weight, bias, eps = primals
     dx, dweight, dbias, deps = tangents
-    y, mean, var, centred, inv_std = _train_forward(x, weight, bias, eps, axes)
+    y, shift, centred_mean, var, inv_std = _train_forward(x, weight, bias, eps, axes)
 
     def per_instance(t: Array) -> Array:
-        return jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, mean.shape))
+        return jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, var.shape))
 
+    dx = dx.astype(var.dtype)
+    shifted = x.astype(var.dtype) - shift
+    # The same values spelt differently, for the term whose transpose reduces ``g·d``: XLA's
+    # CPU reduction fusions do not share producers (see _shifted_moments).
+    shifted_for_reduction = x.astype(var.dtype) + (-shift)
     scale = inv_std if weight is None else inv_std * weight
     dmean = jnp.mean(dx, axis=axes, keepdims=True)
-    dvar = 2 * jnp.mean(centred * dx, axis=axes, keepdims=True)
+    dvar = 2 * (jnp.mean(shifted * dx, axis=axes, keepdims=True) - centred_mean * dmean)
     dinv_std = -0.5 * inv_std**3 * (dvar + deps)
     dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)
-    dy = scale * dx - scale * dmean + centred * dscale
+    offset = -scale * dmean - centred_mean * dscale  # per instance (see the docstring)
     if bias is not None:
-        dy = dy + per_instance(dbias)
-    return (y, mean, var), (dy, dmean, dvar)
+        # The barrier keeps XLA from folding the transpose's Σ_n Σ_s g into a separate full
+        # reduction of g: ``ḃ``'s cotangent then reuses the per-instance Σ_s g.
+        offset = offset + lax.optimization_barrier(per_instance(dbias))
+    dy = scale * dx + offset + shifted_for_reduction * dscale
+    return (y, shift + centred_mean, var), (dy.astype(y.dtype), dmean, dvar)
 
 
 def normalize(
@@ -166,11 +252,9 @@ def normalize(
     are updated. Otherwise the running stats normalise and are returned unchanged.
     Arguments must already be checked (see :func:`lucid_jax.functional.instance_norm`).
     """
-    out_dtype = x.dtype
     ndim = x.ndim
     axes = reduction_axes(ndim, channel_axis)
-    xs = x.astype(statistics_dtype(x.dtype))
-    compute_dtype = xs.dtype
+    compute_dtype = statistics_dtype(x.dtype)
     eps = jnp.asarray(eps, compute_dtype)
 
     def channel(v: Array | None) -> Array | None:
@@ -181,13 +265,12 @@ def normalize(
         scale = lax.rsqrt(channel(running_var) + eps)
         if w is not None:
             scale = scale * w
-        y = (xs - channel(running_mean)) * scale
+        y = (x.astype(compute_dtype) - channel(running_mean)) * scale
         if b is not None:
             y = y + b
-        return y.astype(out_dtype), running_mean, running_var
+        return y.astype(x.dtype), running_mean, running_var
 
-    y, mean, var = train_normalize(xs, w, b, eps, axes)
-    y = y.astype(out_dtype)
+    y, mean, var = train_normalize(x, w, b, eps, axes)
     if running_mean is None or x.shape[0] == 0:
         # No running stats to update, or an empty batch: averaging it would write NaN.
         return y, running_mean, running_var
