@@ -85,25 +85,34 @@ def _head_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
     return mean, jnp.mean(jnp.square(head - mean), axis=axes, keepdims=True)
 
 
+def _private(x: Array, dtype: jnp.dtype) -> Array:
+    """``x`` in ``dtype``, as a value of its own for XLA: no common subexpression with others.
+
+    XLA's CPU reduction fusions never duplicate a producer they share with another consumer:
+    a conversion (or any elementwise op) of ``x`` feeding two reductions is materialised as an
+    activation-sized temporary — for bfloat16 input, a float32 copy. An optimization barrier
+    makes this read of ``x`` distinct, so each reduction fuses its own conversion; the barrier
+    itself costs nothing (no copy) and is transparent to every JAX transformation.
+    """
+    return lax.optimization_barrier(x).astype(dtype)
+
+
 def _shifted_moments(x: Array, shift: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
     """``(E[x - shift], E[(x - shift)²] - E[x - shift]²)`` in one pass over ``x``.
 
-    The two sums are spelt differently (``x - shift`` and ``x + (-shift)``, equal in IEEE
-    arithmetic) on purpose: XLA's CPU reduction fusions do not share a producer, so a common
-    ``x - shift`` (or its broadcast ``shift``) would be materialised as an activation-sized
-    temporary; distinct producers fuse into each reduction instead.
+    The two sums read ``x`` through distinct producers (see :func:`_private`) and are spelt
+    differently (``x - shift`` and ``x + (-shift)``, equal in IEEE arithmetic), so neither
+    ``x``'s conversion nor the broadcast ``shift`` is shared between them.
     """
-    xs = x.astype(shift.dtype)
-    m1 = jnp.mean(xs - shift, axis=axes, keepdims=True)
-    m2 = jnp.mean(jnp.square(xs + (-shift)), axis=axes, keepdims=True)
+    m1 = jnp.mean(x.astype(shift.dtype) - shift, axis=axes, keepdims=True)
+    m2 = jnp.mean(jnp.square(_private(x, shift.dtype) + (-shift)), axis=axes, keepdims=True)
     return m1, m2 - m1 * m1
 
 
 def _raw_moments(x: Array, axes: tuple[int, ...], dtype: jnp.dtype) -> tuple[Array, Array]:
     """``(E[x], E[x²] - E[x]²)`` in one pass: the cheapest reductions XLA has."""
-    xs = x.astype(dtype)
-    m1 = jnp.mean(xs, axis=axes, keepdims=True)
-    return m1, jnp.mean(xs * xs, axis=axes, keepdims=True) - m1 * m1
+    m1 = jnp.mean(x.astype(dtype), axis=axes, keepdims=True)
+    return m1, jnp.mean(jnp.square(_private(x, dtype)), axis=axes, keepdims=True) - m1 * m1
 
 
 def instance_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, Array]:
@@ -215,9 +224,9 @@ def _train_normalize_jvp(axes, primals, tangents):
 
     dx = dx.astype(var.dtype)
     shifted = x.astype(var.dtype) - shift
-    # The same values spelt differently, for the term whose transpose reduces ``g·d``: XLA's
-    # CPU reduction fusions do not share producers (see _shifted_moments).
-    shifted_for_reduction = x.astype(var.dtype) + (-shift)
+    # The same values through a private read of x and spelt differently, for the term whose
+    # transpose reduces ``g·d``: XLA's CPU reduction fusions do not share producers.
+    shifted_for_reduction = _private(x, var.dtype) + (-shift)
     scale = inv_std if weight is None else inv_std * weight
     dmean = jnp.mean(dx, axis=axes, keepdims=True)
     dvar = 2 * (jnp.mean(shifted * dx, axis=axes, keepdims=True) - centred_mean * dmean)
