@@ -725,15 +725,21 @@ def evaluate_targets(configs: list[dict], probe: dict[str, float] | None) -> lis
             if c["dtype"] != "bfloat16":
                 continue
             a, b = _ratio(c, "lucid_cf", phase), _ratio(c, "lucid_cf_f32", phase)
+            # Context: the same ratio for the roofline x*w+b itself (bf16 R over float32 R).
+            roof = _ratio(c, "roofline_f32", "fwd")
             if a is not None and b is not None:
-                per_element.append((a / b, c["label"]))
+                per_element.append((a / b, c["label"], None if not roof else 1 / roof))
         worst = max(per_element) if per_element else None
         add(
             f"bf16 {what} no slower than float32 per element (time ratio bf16/f32)",
             None if worst is None else worst[0],
             "≤ 1.0 (worst shape)",
             None if worst is None else worst[0] <= 1.0,
-            ", ".join(f"{label} {s:.2f}" for s, label in per_element) or "no bf16 shape run",
+            ", ".join(
+                f"{label} {s:.2f}" + ("" if roof is None else f" (roofline R itself: {roof:.2f})")
+                for s, label, roof in per_element
+            )
+            or "no bf16 shape run",
         )
 
     err = None if probe is None else probe["lucid_cf"]
