@@ -222,7 +222,7 @@ def test_eval_returns_running_stats_unchanged_and_uses_them(rng):
 
 @pytest.mark.parametrize("offset", [0.3, 50.0])
 def test_grads_second_order_on_both_variance_paths_float64(rng, offset):
-    # Centred data takes the one-pass variance, offset data the shifted two-pass one.
+    # Centred data takes the raw one-pass moments, offset data the moments around each head.
     with jax.enable_x64(True):
         x = jnp.asarray(rng.normal(offset, 1.0, (2, 3, 6)))
         w = jnp.asarray(rng.normal(1.0, 0.3, 3))
