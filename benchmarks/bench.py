@@ -79,8 +79,8 @@ class Config:
 
     shape: tuple[int, ...]
     dtype: str  # "float32" or "bfloat16"
-    #: Added to the (mean 0.5, std 2) input. Far from zero (mean² > var), lucid_jax takes its
-    #: shifted two-pass variance instead of the one-pass one: this measures that path.
+    #: Added to the (mean 0.5, std 2) input. Far from zero (mean² > 4·var), lucid_jax takes its
+    #: moments around each instance's head instead of raw E[x], E[x²]: this measures that path.
     offset: float = 0.0
 
     @property
