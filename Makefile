@@ -1,4 +1,4 @@
-# Entry points: `make demo`, `make test`, `make bench`, `make lint`.
+# Entry points: `make demo`, `make test`, `make bench`, `make accuracy`, `make lint`.
 # Each creates its own virtual environment (.venv) and installs what it needs, so a fresh
 # clone on a machine that has never seen the project needs nothing else than python3 >= 3.11.
 
@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip
 # the CPU build the project benchmarks against (an unpinned torch would pull a CUDA build).
 DEV_EXTRAS := dev,flax,notebooks,bench,torch
 
-.PHONY: demo test bench scaling lint format clean
+.PHONY: demo test bench scaling accuracy lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: $(VENV)/.dev-installed
 
 scaling: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.scaling
+
+accuracy: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.accuracy
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

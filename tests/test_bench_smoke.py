@@ -127,3 +127,14 @@ def test_shape_selection() -> None:
     assert bench.select_configs(configs, None) == list(configs)
     with pytest.raises(SystemExit, match="matches no configuration"):
         bench.select_configs(configs, ["3x3"])
+
+
+def test_accuracy_table_runs_and_lists_every_mean(capsys) -> None:
+    from benchmarks import accuracy
+
+    accuracy.main(["--no-torch"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| mean | lucid_jax y | lucid_jax dx")
+    assert [float(r.split("|")[1]) for r in rows[1:]] == list(accuracy.MEANS)
+    lucid_errors = [float(cell) for r in rows[1:] for cell in r.split("|")[2:4]]
+    assert max(lucid_errors) < 1e-5  # float32 level at every mean (Flax's default is not)
