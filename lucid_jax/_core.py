@@ -15,23 +15,52 @@ and, in training with running statistics (Lucid's momentum convention)::
 
     running_mean ← momentum · mean_n(mean[n, :]) + (1 - momentum) · running_mean
     running_var  ← momentum · mean_n(var[n, :])  + (1 - momentum) · running_var
+
+The program is the same on every backend and for every value: no branch depends on the data
+(no ``lax.cond``/``while_loop``), so nothing stalls the host on GPU, ``vmap`` runs one
+program, and sharding adds no collective beyond the statistics themselves. The only
+backend-specific pieces are XLA:CPU fusion hints (:func:`lucid_jax._cpu_read.cpu_private_read`),
+chosen when the program is lowered for a platform.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from lucid_jax._cpu_read import cpu_private_read
+
 Array = jax.Array
+
+#: How the per-instance variance is taken (a static choice, see :func:`instance_moments`).
+VarianceMethod = Literal["two_pass", "one_pass"]
+VARIANCE_METHODS: tuple[str, ...] = ("two_pass", "one_pass")
 
 
 def statistics_dtype(dtype: jnp.dtype) -> jnp.dtype:
-    """The dtype statistics accumulate in: at least float32, float64 stays float64."""
-    return jnp.promote_types(dtype, jnp.float32)
+    """The dtype statistics accumulate in: float32 for 16- and 32-bit floats, float64 stays.
+
+    Chosen by size rather than by type promotion, so it holds under
+    ``jax.numpy_dtype_promotion("strict")`` too.
+    """
+    return jnp.dtype(jnp.float64) if jnp.dtype(dtype).itemsize >= 8 else jnp.dtype(jnp.float32)
+
+
+def result_dtype(*dtypes: jnp.dtype | None) -> jnp.dtype:
+    """The output dtype: JAX's standard promotion of the (floating) input, weight and bias.
+
+    Computed with standard promotion even when the caller runs in strict mode: the output of a
+    float32 input with float64 weight is float64 (as Lucid's numpy and Flax give), and strict
+    mode forbids only *implicit* promotion, which this explicit choice is not.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.result_type(*(d for d in dtypes if d is not None)))
 
 
 def reduction_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
@@ -46,147 +75,102 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-#: How many leading elements of each instance's first row make up its *head*, a cheap sample
-#: that decides how the variance is taken (see :func:`instance_moments`).
-HEAD_SIZE = 32
+def _mean(x: Array, axes: tuple[int, ...]) -> Array:
+    """``Σ x / n`` over ``axes`` (kept), with a true division, as numpy's (and Lucid's) mean.
 
-#: Largest ``mean² / var`` (around the shift used) for which a one-pass variance
-#: ``E[d²] - E[d]²`` is kept. Its relative rounding error grows like ``(1 + ratio) · ulp``
-#: (measured in float32 on 128×128 instances: max output error 5e-7 at ratio 0, 1e-6 at 1,
-#: 2.4e-6 at 4, 9e-6 at 16, any mean); above it the batch takes one more, centred, pass.
-FAST_VARIANCE_MAX_RATIO = 4.0
-
-
-def _explicitly_sharded_axes(x: Array) -> frozenset[int]:
-    """Axes of ``x`` that its type shards over mesh axes (JAX's explicit sharding mode)."""
-    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None) or ()
-    return frozenset(i for i, entry in enumerate(spec) if entry is not None)
-
-
-def _head_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
-    """Mean and biased variance of each instance's head: a few of its first elements.
-
-    Index 0 along every reduced axis but the last, the first ``HEAD_SIZE`` along the last: a
-    contiguous read of ``N·C·HEAD_SIZE`` elements at most, for either layout. A reduced axis
-    that the array's type shards (explicit sharding) is not sliced — that would need a
-    reshard — but averaged whole, still over a small slice of the others; under automatic
-    (GSPMD) sharding the slice is of one shard. Never a gather of the activation.
+    XLA rewrites a division by a constant into a multiplication by its rounded reciprocal,
+    which is off by an ulp: the mean of seven 123.25s would not be 123.25, and a constant
+    instance would get a variance of ~1e-18 instead of 0 (it does so for any scalar divisor,
+    constant or not). Dividing by ``n`` per instance, an array hidden behind an optimization
+    barrier (``N·C`` elements: free on every backend), keeps the division.
     """
-    sharded = _explicitly_sharded_axes(x)
-    sliceable = [a for a in axes if a not in sharded]
-    index = [slice(None)] * x.ndim
-    for axis in sliceable:
-        index[axis] = slice(0, 1)
-    if sliceable:
-        last = sliceable[-1]
-        index[last] = slice(0, min(HEAD_SIZE, x.shape[last]))
-    head = lax.stop_gradient(x[tuple(index)].astype(statistics_dtype(x.dtype)))
-    mean = jnp.mean(head, axis=axes, keepdims=True)
-    return mean, jnp.mean(jnp.square(head - mean), axis=axes, keepdims=True)
+    total = jnp.sum(x, axis=axes, keepdims=True)
+    count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in axes)))
+    return total / count
 
 
-def _private(x: Array, dtype: jnp.dtype) -> Array:
-    """``x`` in ``dtype``, as a value of its own for XLA: no common subexpression with others.
+def instance_moments(
+    x: Array, axes: tuple[int, ...], variance_method: VarianceMethod, dtype: jnp.dtype
+) -> tuple[Array, Array, Array]:
+    """Per-instance ``(shift, centred_mean, var)`` in ``dtype``: ``mean = shift + centred_mean``.
 
-    XLA's CPU reduction fusions never duplicate a producer they share with another consumer:
-    a conversion (or any elementwise op) of ``x`` feeding two reductions is materialised as an
-    activation-sized temporary — for bfloat16 input, a float32 copy. An optimization barrier
-    makes this read of ``x`` distinct, so each reduction fuses its own conversion; the barrier
-    itself costs nothing (no copy) and is transparent to every JAX transformation.
+    ``var`` is the biased variance. Which formula is used is the static ``variance_method``:
+
+    ``"two_pass"`` (the default; accurate at any mean, for any layout)
+        A first reduction takes the mean ``s`` of each instance (rounded, a few ulps off);
+        a second takes ``E[d]`` and ``E[d²]`` of ``d = x - s`` and ``var = E[d²] - E[d]²``.
+        As ``s`` is the instance's own mean, ``E[d]`` is tiny and the subtraction cancels
+        nothing, whatever the mean and however the values are laid out (no sample decides
+        anything). ``d`` is exact wherever ``x`` is within a factor 2 of ``s`` (Sterbenz),
+        and the mean is kept as the unrounded pair ``s + E[d]``, so the output's centring
+        ``(x - s) - E[d]`` is accurate to a few ulps of the data's spread, not of its mean.
+        Cost: the input is read three times (two statistic passes and the output).
+    ``"one_pass"`` (fastest; for data known to sit near zero)
+        ``E[x]`` and ``E[x²]`` in one pass, ``var = E[x²] - E[x]²``. Its relative error grows
+        like ``(mean² / var) · ulp``: fine for activations of mean ≲ std, wrong in float32
+        for, say, mean 1e4 and std 1 (every digit cancels).
+
+    Non-finite data follows Lucid's float arithmetic: an instance holding ``±inf`` has mean
+    ``±inf`` and variance NaN (``inf - inf``); a square that overflows gives variance ``inf``.
     """
-    return lax.optimization_barrier(x).astype(dtype)
-
-
-def _shifted_moments(x: Array, shift: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
-    """``(E[x - shift], E[(x - shift)²] - E[x - shift]²)`` in one pass over ``x``.
-
-    The two sums read ``x`` through distinct producers (see :func:`_private`) and are spelt
-    differently (``x - shift`` and ``x + (-shift)``, equal in IEEE arithmetic), so neither
-    ``x``'s conversion nor the broadcast ``shift`` is shared between them.
-    """
-    m1 = jnp.mean(x.astype(shift.dtype) - shift, axis=axes, keepdims=True)
-    m2 = jnp.mean(jnp.square(_private(x, shift.dtype) + (-shift)), axis=axes, keepdims=True)
-    return m1, m2 - m1 * m1
-
-
-def _raw_moments(x: Array, axes: tuple[int, ...], dtype: jnp.dtype) -> tuple[Array, Array]:
-    """``(E[x], E[x²] - E[x]²)`` in one pass: the cheapest reductions XLA has."""
-    m1 = jnp.mean(x.astype(dtype), axis=axes, keepdims=True)
-    return m1, jnp.mean(jnp.square(_private(x, dtype)), axis=axes, keepdims=True) - m1 * m1
-
-
-def instance_moments(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array, Array]:
-    """Per-instance ``(shift, centred_mean, var)``: ``mean = shift + centred_mean``, var biased.
-
-    Statistics are in :func:`statistics_dtype` whatever ``x``'s dtype, and cost one pass over
-    ``x`` (two fused reductions) in all but rare cases:
-
-    1. A head of each instance (:func:`_head_moments`, a few elements) tells whether the data
-       sits near zero (``mean² <= FAST_VARIANCE_MAX_RATIO · var`` for every head). If so,
-       ``E[x]`` and ``E[x²]`` are taken raw — the fastest reductions — and
-       ``var = E[x²] - E[x]²`` is accurate. Otherwise the moments of ``d = x - p`` are taken
-       around each head's mean ``p``, so ``E[d²] - E[d]²`` cancels little even far from zero
-       (float32 of mean 1e4 and std 1, where ``E[x²] - E[x]²`` loses every digit). ``x - p``
-       is exact when ``x`` is within a factor 2 of ``p`` (Sterbenz), and the mean is kept as
-       the unrounded pair ``p + E[d]``, so ``(x - p) - E[d]`` centres accurately.
-    2. If the whole instance disagrees with its head (``E[d]² > FAST_VARIANCE_MAX_RATIO ·
-       var`` somewhere), the batch takes one more pass around its rounded mean.
-
-    Each choice is one ``lax.cond`` for the whole batch; under ``vmap`` (a batched predicate)
-    both branches run and the right one is selected.
-    """
-    dtype = statistics_dtype(x.dtype)
-    head_mean, head_var = _head_moments(x, axes)
-    near_zero = jnp.all(head_mean * head_mean <= FAST_VARIANCE_MAX_RATIO * head_var)
-
-    def raw(x: Array, shift: Array):
-        return (jnp.zeros_like(shift), *_raw_moments(x, axes, dtype))
-
-    def around_head(x: Array, shift: Array):
-        return (shift, *_shifted_moments(x, shift, axes))
-
-    shift, m1, var = lax.cond(near_zero, raw, around_head, x, head_mean)
-
-    def recentre(x: Array, shift: Array, m1: Array, var: Array):
-        shift = lax.stop_gradient(shift + m1)  # the statistics do not depend on the shift
-        return (shift, *_shifted_moments(x, shift, axes))
-
-    def keep(x: Array, shift: Array, m1: Array, var: Array):
-        return shift, m1, var
-
-    poor_shift = jnp.any(m1 * m1 > FAST_VARIANCE_MAX_RATIO * var)
-    shift, m1, var = lax.cond(poor_shift, recentre, keep, x, shift, m1, var)
-    return shift, m1, jnp.maximum(var, 0)
+    # Each reduction reads x through a barrier with its own partner on CPU (see
+    # lucid_jax._cpu_read): the partners are distinct, and used, so XLA merges none of them.
+    if variance_method == "one_pass":
+        centred_mean = _mean(x.astype(dtype), axes)
+        x_read, negated_mean = cpu_private_read(x, -centred_mean)
+        square_mean = _mean(jnp.square(x_read.astype(dtype)), axes)
+        shift, centred_mean = jnp.zeros_like(centred_mean), -negated_mean
+    else:
+        shift = lax.stop_gradient(_mean(x.astype(dtype), axes))
+        x_read, shift_read = cpu_private_read(x, shift)
+        centred_mean = _mean(x_read.astype(dtype) - shift_read, axes)
+        x_read, negated_shift = cpu_private_read(x, -shift)
+        square_mean = _mean(jnp.square(x_read.astype(dtype) + negated_shift), axes)
+        # An infinite mean (an instance holding ±inf) is the mean: x - inf has nothing to add.
+        centred_mean = jnp.where(jnp.isfinite(shift), centred_mean, 0)
+    var = square_mean - jnp.square(centred_mean)
+    # max() keeps a rounding-negative variance at 0; NaN (``inf - inf``) stays NaN, as in Lucid.
+    return shift, centred_mean, jnp.where(var < 0, 0, var)
 
 
 def _train_forward(
-    x: Array, weight: Array | None, bias: Array | None, eps: Array, axes: tuple[int, ...]
+    x: Array,
+    weight: Array | None,
+    bias: Array | None,
+    eps: Array,
+    axes: tuple[int, ...],
+    variance_method: VarianceMethod,
 ) -> tuple[Array, Array, Array, Array, Array]:
     """Normalise with instance statistics; returns ``(y, shift, centred_mean, var, inv_std)``.
 
-    ``y`` is in ``x``'s dtype, everything else in the statistics dtype (the mean is
-    ``shift + centred_mean``); ``weight``/``bias`` already broadcast against ``x``; the
-    statistics keep ``axes``.
+    Everything is in ``eps``'s dtype (the computation dtype; ``y`` too, the caller casts);
+    the mean is ``shift + centred_mean``; ``weight``/``bias`` already broadcast against ``x``;
+    the statistics keep ``axes``.
     """
-    shift, centred_mean, var = instance_moments(x, axes)
-    inv_std = lax.rsqrt(var + eps)
+    dtype = eps.dtype
+    shift, centred_mean, var = instance_moments(x, axes, variance_method, dtype)
+    x_read, inv_std = cpu_private_read(x, lax.rsqrt(var + eps))
     scale = inv_std if weight is None else inv_std * weight
-    y = ((x.astype(var.dtype) - shift) - centred_mean) * scale
+    y = ((x_read.astype(dtype) - shift) - centred_mean) * scale
     if bias is not None:
         y = y + bias
-    return y.astype(x.dtype), shift, centred_mean, var, inv_std
+    return y, shift, centred_mean, var, inv_std
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
 def train_normalize(
-    x: Array, weight: Array | None, bias: Array | None, eps: Array, axes: tuple[int, ...]
+    x: Array,
+    weight: Array | None,
+    bias: Array | None,
+    eps: Array,
+    axes: tuple[int, ...],
+    variance_method: VarianceMethod,
 ) -> tuple[Array, Array, Array]:
     r"""Normalise ``x`` with each instance's own statistics; returns ``(y, mean, var)``.
 
-    ``y = (x - mean) · rsqrt(var + eps) · weight + bias`` in ``x``'s (floating) dtype; ``mean``
-    and the biased ``var`` are in :func:`statistics_dtype` and keep the reduced ``axes`` as
-    size-1 dims; ``weight``/``bias``/``eps`` are in that dtype and broadcast against ``x``
-    (``weight``/``bias`` may be None).
+    ``y = (x - mean) · rsqrt(var + eps) · weight + bias``, ``mean`` and the biased ``var`` are
+    all in ``eps``'s dtype (the computation dtype: at least float32); the statistics keep the
+    reduced ``axes`` as size-1 dims; ``weight``/``bias`` (or None) broadcast against ``x``.
 
     The derivative is a forward-mode rule (so ``jvp``, ``grad``, and every higher order in both
     modes work: JAX transposes it for reverse mode). With ``r = (σ² + ε)^{-1/2}``, the mean
@@ -209,24 +193,30 @@ def train_normalize(
     compiled temporary memory of a forward+backward stays near zero) and low-precision input
     is converted on the fly, never materialised in float32.
     """
-    y, shift, centred_mean, var, _ = _train_forward(x, weight, bias, eps, axes)
+    y, shift, centred_mean, var, _ = _train_forward(x, weight, bias, eps, axes, variance_method)
     return y, shift + centred_mean, var
 
 
 @train_normalize.defjvp
-def _train_normalize_jvp(axes, primals, tangents):
+def _train_normalize_jvp(axes, variance_method, primals, tangents):
     x, weight, bias, eps = primals
     dx, dweight, dbias, deps = tangents
-    y, shift, centred_mean, var, inv_std = _train_forward(x, weight, bias, eps, axes)
+    y, shift, centred_mean, var, inv_std = _train_forward(
+        x, weight, bias, eps, axes, variance_method
+    )
+    dtype = var.dtype
 
     def per_instance(t: Array) -> Array:
         return jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, var.shape))
 
-    dx = dx.astype(var.dtype)
-    shifted = x.astype(var.dtype) - shift
-    # The same values through a private read of x and spelt differently, for the term whose
-    # transpose reduces ``g·d``: XLA's CPU reduction fusions do not share producers.
-    shifted_for_reduction = _private(x, var.dtype) + (-shift)
+    dx = dx.astype(dtype)
+    # ``d`` twice, each through a read of x of its own (see lucid_jax._cpu_read: a no-op but on
+    # CPU): once for the terms whose transpose is elementwise, once for the term whose
+    # transpose reduces ``g·d``.
+    x_read, shift_read, inv_std = cpu_private_read(x, shift, inv_std)
+    shifted = x_read.astype(dtype) - shift_read
+    x_read, shift_read, centred_mean = cpu_private_read(x, shift, centred_mean)
+    shifted_for_reduction = x_read.astype(dtype) - shift_read
     scale = inv_std if weight is None else inv_std * weight
     dmean = jnp.mean(dx, axis=axes, keepdims=True)
     dvar = 2 * (jnp.mean(shifted * dx, axis=axes, keepdims=True) - centred_mean * dmean)
@@ -234,11 +224,12 @@ def _train_normalize_jvp(axes, primals, tangents):
     dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)
     offset = -scale * dmean - centred_mean * dscale  # per instance (see the docstring)
     if bias is not None:
-        # The barrier keeps XLA from folding the transpose's Σ_n Σ_s g into a separate full
-        # reduction of g: ``ḃ``'s cotangent then reuses the per-instance Σ_s g.
+        # A barrier on a per-channel value (free on every backend) keeps XLA from folding the
+        # transpose's Σ_n Σ_s g into a second full reduction of g: ``ḃ``'s cotangent reuses
+        # the per-instance Σ_s g.
         offset = offset + lax.optimization_barrier(per_instance(dbias))
     dy = scale * dx + offset + shifted_for_reduction * dscale
-    return (y, shift + centred_mean, var), (dy.astype(y.dtype), dmean, dvar)
+    return (y, shift + centred_mean, var), (dy, dmean, dvar)
 
 
 def normalize(
@@ -253,17 +244,21 @@ def normalize(
     eps: Array | float,
     channel_axis: int,
     axis_name: str | Sequence[str] | None,
+    variance_method: VarianceMethod = "two_pass",
 ) -> tuple[Array, Array | None, Array | None]:
     """Instance norm with Lucid's semantics; returns ``(y, new_running_mean, new_running_var)``.
 
     ``use_instance_stats`` is Lucid's ``training`` (or no running stats to fall back on): the
     output is normalised with each instance's own statistics, and running stats, when given,
     are updated. Otherwise the running stats normalise and are returned unchanged.
+    ``y``'s dtype is :func:`result_dtype` of ``x``, ``weight`` and ``bias``; the arithmetic is
+    in :func:`statistics_dtype` of it; the running stats keep their own dtypes.
     Arguments must already be checked (see :func:`lucid_jax.functional.instance_norm`).
     """
     ndim = x.ndim
     axes = reduction_axes(ndim, channel_axis)
-    compute_dtype = statistics_dtype(x.dtype)
+    out_dtype = result_dtype(x.dtype, *(None if v is None else v.dtype for v in (weight, bias)))
+    compute_dtype = statistics_dtype(out_dtype)
     eps = jnp.asarray(eps, compute_dtype)
 
     def channel(v: Array | None) -> Array | None:
@@ -277,9 +272,10 @@ def normalize(
         y = (x.astype(compute_dtype) - channel(running_mean)) * scale
         if b is not None:
             y = y + b
-        return y.astype(x.dtype), running_mean, running_var
+        return y.astype(out_dtype), running_mean, running_var
 
-    y, mean, var = train_normalize(x, w, b, eps, axes)
+    y, mean, var = train_normalize(x, w, b, eps, axes, variance_method)
+    y = y.astype(out_dtype)
     if running_mean is None or x.shape[0] == 0:
         # No running stats to update, or an empty batch: averaging it would write NaN.
         return y, running_mean, running_var
@@ -301,7 +297,7 @@ def _batch_average(stat: Array, channel_axis: int, axis_name: str | Sequence[str
 
 def _running_update(old: Array, batch: Array, momentum: Array | float) -> Array:
     """Lucid's convention: ``momentum · batch + (1 - momentum) · old``, in old's dtype."""
-    dtype = jnp.promote_types(old.dtype, batch.dtype)
+    dtype = result_dtype(old.dtype, batch.dtype)
     m = jnp.asarray(momentum, dtype)
     new = m * batch.astype(dtype) + (1 - m) * old.astype(dtype)
     return new.astype(old.dtype)

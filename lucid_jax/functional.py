@@ -36,7 +36,8 @@ class InstanceNormOutput(NamedTuple):
 
 
 _normalize = jax.jit(
-    _core.normalize, static_argnames=("use_instance_stats", "channel_axis", "axis_name")
+    _core.normalize,
+    static_argnames=("use_instance_stats", "channel_axis", "axis_name", "variance_method"),
 )
 
 
@@ -52,6 +53,7 @@ def instance_norm(
     *,
     channel_axis: int = 1,
     axis_name: str | Sequence[str] | None = None,
+    variance_method: _core.VarianceMethod = "two_pass",
 ) -> InstanceNormOutput:
     r"""Instance normalisation with Lucid 2.14.5's semantics, as a pure function.
 
@@ -71,9 +73,15 @@ def instance_norm(
     ``training=False`` the running statistics normalise instead, or, when there are none,
     the instance statistics do.
 
-    Statistics accumulate in float32 at least (bfloat16/float16 in, same dtype out); integer
-    input is promoted to the default float dtype. Shape checks are static, so the function can
-    be called under ``jit``, ``vmap``, ``grad``, ``jvp``, ``shard_map`` and ``pmap``.
+    The output's dtype is the standard promotion of the input's, ``weight``'s and ``bias``'s
+    (as Lucid's numpy and Flax: bfloat16 input with float32 weight gives float32), also under
+    ``jax.numpy_dtype_promotion("strict")``; integer input is promoted to the default float
+    dtype. Statistics and arithmetic are in float32 at least (float64 stays float64). The
+    returned running statistics keep the dtype they were given in.
+
+    The program is the same for every value (no branch on data) and every backend, and all
+    choices are static, so the function can be called under ``jit``, ``vmap``, ``grad``,
+    ``jvp``, ``shard_map``, ``pmap`` and with sharded inputs.
 
     Args:
       input_: array of shape ``(N, C, *S)`` with at least one spatial axis.
@@ -87,6 +95,11 @@ def instance_norm(
       channel_axis: the channel axis, any but 0 (1 is Lucid's layout, -1 Flax's).
       axis_name: a mapped axis name (``shard_map``/``pmap``): the batch statistics feeding
         the running stats are averaged over it too, so every shard gets the global update.
+      variance_method: how each instance's variance is taken (static). ``"two_pass"`` (the
+        default): the mean first, then the moments around it; accurate at any mean and for
+        any layout of values, at the cost of one more read of the input. ``"one_pass"``:
+        ``E[x²] - E[x]²`` from one read; as accurate only for data whose mean is no more than
+        about its standard deviation (typical activations), wrong in float32 far from zero.
 
     Returns:
       :class:`InstanceNormOutput` ``(output, running_mean, running_var)``.
@@ -126,6 +139,7 @@ def instance_norm(
     training = _check_training(training)
     _check_scalar(momentum, "momentum", low=0.0, high=1.0)
     _check_scalar(eps, "eps", low=0.0, high=None)
+    _check_variance_method(variance_method)
 
     use_instance_stats = training or running_mean is None
     y, new_mean, new_var = _normalize(
@@ -139,6 +153,7 @@ def instance_norm(
         eps=eps,
         channel_axis=channel_axis,
         axis_name=_hashable(axis_name),
+        variance_method=variance_method,
     )
     if not training:
         # Running stats are returned exactly as they came in (not a recomputed copy).
@@ -235,6 +250,20 @@ def _check_training(training: Any) -> bool:
         f"instance_norm: training must be a Python bool (it selects the computation, so it "
         f"must be static under jit: use static_argnames='training'); got {_describe(training)}."
     )
+
+
+def _check_variance_method(variance_method: Any) -> None:
+    options = " or ".join(map(repr, _core.VARIANCE_METHODS))
+    if not isinstance(variance_method, str):
+        raise TypeError(
+            f"instance_norm: variance_method must be a string, {options}; got "
+            f"{_describe(variance_method)}."
+        )
+    if variance_method not in _core.VARIANCE_METHODS:
+        raise ValueError(
+            f"instance_norm: variance_method must be {options} (two_pass: accurate at any "
+            f"mean; one_pass: fastest, for data near zero); got {variance_method!r}."
+        )
 
 
 def _concrete_float(value: Any, name: str) -> float | None:

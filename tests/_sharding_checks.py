@@ -293,7 +293,8 @@ def _functions(channel_axis: int) -> dict[str, Callable[..., Any]]:
             return out.output, (out.running_mean, out.running_var)
 
         y, pullback, (new_rm, new_rv) = jax.vjp(f, x, w, b, has_aux=True)
-        dx, dw, db = pullback(g)
+        # The output's dtype is the promotion of x's, w's and b's (float32 for bfloat16 x).
+        dx, dw, db = pullback(g.astype(y.dtype))
         return {"y": y, "rm": new_rm, "rv": new_rv, "dx": dx, "dw": dw, "db": db}
 
     return {"train": train, "eval": eval_, "vjp": vjp}

@@ -65,13 +65,34 @@ CASES = [
 ]
 
 
+# Arguments of the pure function only (the shim keeps Lucid's exact signature).
+PURE_ONLY_CASES = [
+    (
+        "unknown variance_method",
+        dict(variance_method="fast"),
+        ValueError,
+        ["variance_method", "'two_pass'", "'one_pass'", "'fast'"],
+    ),
+    (
+        "variance_method not a string",
+        dict(variance_method=True),
+        TypeError,
+        ["variance_method", "string", "True"],
+    ),
+]
+
+
 def _pure_call(**kwargs):
     args = dict(input_=X)
     args.update(kwargs)
     return lucid_jax.instance_norm(**args)
 
 
-@pytest.mark.parametrize("name, kwargs, error, fragments", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name, kwargs, error, fragments",
+    CASES + PURE_ONLY_CASES,
+    ids=[c[0] for c in CASES + PURE_ONLY_CASES],
+)
 def test_pure_function_rejects(name, kwargs, error, fragments):
     with pytest.raises(error) as info:
         _pure_call(**kwargs)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from accuracy_layouts import LAYOUTS, layout, relative_error
 from conftest import reference_instance_norm
 
 import lucid_jax
-from lucid_jax import _core
 
 
 def _offset_data(offset, shape=(4, 8, 32, 32), seed=0):
@@ -62,12 +63,12 @@ def _regime_cases():
     centred = rng.normal(0.5, 2.0, (3, 4, 16, 48))
     offset = rng.normal(1e4, 1.0, (3, 4, 16, 48))
     mixed = centred.copy()
-    mixed[:, 1] += 3e3  # one channel far from zero: the batch is taken around each head
+    mixed[:, 1] += 3e3  # one channel far from zero, the others near it
     zero_head = rng.normal(1e3, 1.0, (3, 4, 16, 48))
-    zero_head[:, :, 0, :] = 0.0  # heads say "near zero", the instances are not: recentred
+    zero_head[:, :, 0, :] = 0.0  # a first row that says "near zero"; the instance is not
     far_head = rng.normal(2e4, 1.0, (3, 4, 16, 48))
-    far_head[:, :, 0, :] = rng.normal(1e4, 1.0, (3, 4, 48))  # head 1e4 away from the mean
-    line = rng.normal(-5e3, 0.5, (2, 3, 200))  # one spatial axis: the head is its first 32
+    far_head[:, :, 0, :] = rng.normal(1e4, 1.0, (3, 4, 48))  # first row 1e4 away from the mean
+    line = rng.normal(-5e3, 0.5, (2, 3, 200))  # one spatial axis
     return {
         "centred": (centred, 1),
         "offset": (offset, 1),
@@ -80,8 +81,8 @@ def _regime_cases():
 
 
 @pytest.mark.parametrize("case", sorted(_regime_cases()))
-def test_every_variance_path_matches_float64(case):
-    """Raw, head-shifted and recentred moments (see _core.instance_moments) are all accurate."""
+def test_output_and_running_stats_match_float64_in_every_regime(case):
+    """The default two-pass variance: output, running mean and running var, any layout."""
     x64, channel_axis = _regime_cases()[case]
     x = x64.astype(np.float32)
     stats = (np.zeros(x.shape[channel_axis]), np.ones(x.shape[channel_axis]))
@@ -96,30 +97,93 @@ def test_every_variance_path_matches_float64(case):
     np.testing.assert_allclose(out.running_mean, mean, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("case", "path"),
-    [
-        ("centred", "raw"),
-        ("offset", "head"),
-        ("mixed", "head"),
-        ("zero-head", "recentred"),
-        ("far-head", "recentred"),
-    ],
-)
-def test_each_case_takes_the_path_it_is_meant_to_cover(case, path):
-    """Pins which of instance_moments' three paths the cases above exercise (via the shift)."""
-    x64, _ = _regime_cases()[case]
-    x = jnp.asarray(x64.astype(np.float32))
-    shift, _, _ = _core.instance_moments(x, (2, 3))
-    head = np.asarray(x[:, :, :1, : _core.HEAD_SIZE]).mean(axis=(2, 3), keepdims=True)
-    if path == "raw":
-        assert np.all(np.asarray(shift) == 0)
-    elif path == "head":
-        np.testing.assert_allclose(shift, head, rtol=1e-6)
-    else:  # recentred: the shift is the instance's own (rounded) mean, far from its head
-        mean = x64.mean(axis=(2, 3), keepdims=True)
-        np.testing.assert_allclose(shift, mean, rtol=1e-5)
-        assert np.all(np.abs(np.asarray(shift) - head) > 100)
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_two_pass_error_is_within_a_millionth_on_every_awkward_layout(name):
+    """Issue bound: ≤ max(2 × PyTorch CPU's, 1e-6); this pins the stricter 1e-6 (and 2e-7
+    measured, see ``make accuracy``) without needing PyTorch."""
+    x, channel_axis = layout(name)
+    reference, _, _ = reference_instance_norm(x, channel_axis=channel_axis)
+    y = lucid_jax.instance_norm(jnp.asarray(x), channel_axis=channel_axis).output
+    assert relative_error(y, reference) <= 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_two_pass_error_is_within_twice_pytorch_cpu_on_every_awkward_layout(name):
+    torch = pytest.importorskip("torch")
+    x, channel_axis = layout(name)
+    reference, _, _ = reference_instance_norm(x, channel_axis=channel_axis)
+    ours = relative_error(
+        lucid_jax.instance_norm(jnp.asarray(x), channel_axis=channel_axis).output, reference
+    )
+    channels_first = np.ascontiguousarray(np.moveaxis(x, channel_axis, 1))
+    theirs = torch.nn.functional.instance_norm(torch.from_numpy(channels_first)).numpy()
+    theirs = relative_error(np.moveaxis(theirs, 1, channel_axis), reference)
+    assert ours <= max(2 * theirs, 1e-6), (ours, theirs)
+
+
+@pytest.mark.parametrize("mean", [0.0, 0.5, -1.0])
+def test_one_pass_is_as_accurate_near_zero(mean):
+    x = _offset_data(mean)
+    reference, _, _ = reference_instance_norm(x)
+    y = lucid_jax.instance_norm(jnp.asarray(x), variance_method="one_pass").output
+    assert relative_error(y, reference) <= 1e-6
+
+
+def test_one_pass_is_wrong_far_from_zero_as_documented():
+    """Why two_pass is the default: E[x²] - E[x]² loses every digit at mean 1e4, std 1."""
+    x = _offset_data(1e4)
+    reference, _, _ = reference_instance_norm(x)
+    one = lucid_jax.instance_norm(jnp.asarray(x), variance_method="one_pass").output
+    two = lucid_jax.instance_norm(jnp.asarray(x), variance_method="two_pass").output
+    assert relative_error(one, reference) > 1e-1
+    assert relative_error(two, reference) <= 1e-6
+
+
+def test_variance_methods_agree_on_centred_data_in_float64():
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(3).normal(0.2, 1.5, (3, 4, 9, 7)))
+        one = lucid_jax.instance_norm(x, jnp.zeros(4), jnp.ones(4), variance_method="one_pass")
+        two = lucid_jax.instance_norm(x, jnp.zeros(4), jnp.ones(4), variance_method="two_pass")
+        chex.assert_trees_all_close(tuple(one), tuple(two), rtol=1e-12, atol=1e-12)
+
+
+def test_infinite_value_gives_an_infinite_running_mean_as_lucid():
+    """Lucid 2.14.5 (numpy): mean of an instance holding +inf is inf, its variance NaN."""
+    x = np.array([[[1.0, 2.0, np.inf], [1.0, 2.0, 3.0]], [[-np.inf, 0.0, 1.0], [4.0, 5.0, 6.0]]])
+    x = x.astype(np.float32)
+    out = lucid_jax.instance_norm(jnp.asarray(x), jnp.zeros(2), jnp.ones(2), momentum=1.0)
+    with np.errstate(invalid="ignore"):
+        expected, mean, var = reference_instance_norm(x, np.zeros(2), np.ones(2), momentum=1.0)
+    # channel 0 averages +inf and -inf instances: NaN; channel 1 is finite.
+    np.testing.assert_array_equal(np.isnan(out.running_mean), np.isnan(mean))
+    np.testing.assert_array_equal(np.isnan(out.running_var), np.isnan(var))
+    np.testing.assert_allclose(out.running_mean[1], mean[1], rtol=1e-6)
+    np.testing.assert_array_equal(np.isnan(np.asarray(out.output)), np.isnan(expected))
+    single = lucid_jax.instance_norm(
+        jnp.asarray(x[:1, :1]), jnp.zeros(1), jnp.ones(1), momentum=1.0
+    )
+    assert single.running_mean[0] == np.inf and np.isnan(single.running_var[0])
+    negative = lucid_jax.instance_norm(
+        jnp.asarray(x[1:, :1]), jnp.zeros(1), jnp.ones(1), momentum=1.0
+    )
+    assert negative.running_mean[0] == -np.inf
+
+
+@pytest.mark.parametrize("variance_method", ["two_pass", "one_pass"])
+def test_overflowing_square_gives_an_infinite_variance_as_lucid(variance_method):
+    """float32 squares above 3.4e38 overflow: Lucid's variance is inf, so y = bias."""
+    x = jnp.asarray([[[1e30, 1e30, -1e30]]], jnp.float32)
+    out = lucid_jax.instance_norm(
+        x,
+        jnp.zeros(1),
+        jnp.ones(1),
+        bias=jnp.asarray([0.5]),
+        momentum=1.0,
+        variance_method=variance_method,
+    )
+    np.testing.assert_array_equal(out.output, np.full((1, 1, 3), 0.5, np.float32))
+    assert out.running_var[0] == np.inf
+    np.testing.assert_allclose(out.running_mean, [1e30 / 3], rtol=1e-6)
 
 
 @pytest.mark.parametrize("offset", [0.0, 30.0, 1e4])

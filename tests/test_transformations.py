@@ -89,9 +89,11 @@ def test_matches_float64_reference_any_layout(rng, channel_axis):
     chex.assert_trees_all_close(tuple(out), (y, new_mean, new_var), rtol=1e-5, atol=1e-5)
 
 
-def _loss_fn(channel_axis=1):
+def _loss_fn(channel_axis=1, variance_method="two_pass"):
     def loss(x, w, b):
-        y = lucid_jax.instance_norm(x, None, None, w, b, channel_axis=channel_axis).output
+        y = lucid_jax.instance_norm(
+            x, None, None, w, b, channel_axis=channel_axis, variance_method=variance_method
+        ).output
         return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) / y.size)
 
     return loss
@@ -220,22 +222,55 @@ def test_eval_returns_running_stats_unchanged_and_uses_them(rng):
     )
 
 
+@pytest.mark.parametrize("variance_method", ["two_pass", "one_pass"])
 @pytest.mark.parametrize("offset", [0.3, 50.0])
-def test_grads_second_order_on_both_variance_paths_float64(rng, offset):
-    # Centred data takes the raw one-pass moments, offset data the moments around each head.
+def test_grads_second_order_with_each_variance_method_float64(rng, offset, variance_method):
     with jax.enable_x64(True):
         x = jnp.asarray(rng.normal(offset, 1.0, (2, 3, 6)))
         w = jnp.asarray(rng.normal(1.0, 0.3, 3))
         check_grads(
-            _loss_fn(), (x, w, w * 0.5), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5
+            _loss_fn(variance_method=variance_method),
+            (x, w, w * 0.5),
+            order=2,
+            modes=["rev", "fwd"],
+            atol=1e-5,
+            rtol=1e-5,
         )
 
 
 @pytest.mark.parametrize("offset", [0.0, 1e3])
 def test_vmap_over_mixed_conditioning_matches_reference(rng, offset):
-    # One batch element centred, the other far from zero: under vmap both paths are selected.
+    # One batch element centred, the other far from zero: one program serves both.
     xs = np.stack([rng.normal(0.0, 1.0, (2, 3, 40)), rng.normal(offset + 5e3, 1.0, (2, 3, 40))])
     xs = jnp.asarray(xs, jnp.float32)
     out = jax.vmap(lambda x: lucid_jax.instance_norm(x).output)(xs)
     for i in range(2):
         np.testing.assert_allclose(out[i], reference_instance_norm(xs[i])[0], atol=2e-5)
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr, those of its sub-jaxprs included."""
+    for eqn in jaxpr.eqns:
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                yield from _equations(inner)
+        yield eqn
+
+
+@pytest.mark.parametrize("variance_method", ["two_pass", "one_pass"])
+def test_backward_reduces_the_activation_twice_only(variance_method):
+    """The custom rule's transpose: Σ g and Σ g·d per instance, nothing else activation-sized."""
+    x, w = jnp.ones((2, 3, 4, 5)), jnp.ones(3)
+
+    def f(x, w, b):
+        return lucid_jax.instance_norm(x, None, None, w, b, variance_method=variance_method)[0]
+
+    y, pullback = jax.vjp(f, x, w, w)
+    backward = jax.make_jaxpr(pullback)(y).jaxpr
+    reduced = [
+        e.invars[0].aval.shape
+        for e in _equations(backward)
+        if e.primitive.name.startswith("reduce") and e.invars[0].aval.shape == x.shape
+    ]
+    assert reduced == [x.shape, x.shape]

@@ -25,10 +25,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax.linen import dtypes as flax_dtypes
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
+from lucid_jax import _core
 from lucid_jax.functional import instance_norm
 
 Array = jax.Array
@@ -78,7 +78,7 @@ def _lucid_momentum(layer: str, momentum: Any) -> Any:
 
 def _stats_dtype(param_dtype: Dtype) -> Any:
     """Running statistics are stored in float32 at least (float64 stays float64)."""
-    return jnp.promote_types(param_dtype, jnp.float32)
+    return _core.statistics_dtype(param_dtype)
 
 
 def _normalize(
@@ -95,16 +95,23 @@ def _normalize(
     channel_axis: int,
     axis_name: str | None,
     dtype: Dtype | None,
+    use_fast_variance: bool,
 ) -> tuple[Array, Array | None, Array | None]:
     """Call :func:`lucid_jax.instance_norm` with Flax's conventions.
 
     ``momentum`` is Flax's. The output dtype is Flax's: ``dtype`` when given, else inferred
-    from the input and the parameters (``jnp.result_type``); the input is promoted to it first
-    when that widens it, so e.g. bfloat16 input with float32 params is normalised in float32.
-    New running statistics carry no gradient (they are buffers).
+    from the input and the parameters (standard promotion, also under strict promotion, where
+    it is explicit); the input is promoted to it first when that widens it, so e.g. bfloat16
+    input with float32 params is normalised in float32. ``use_fast_variance`` picks the
+    one-pass variance (see :func:`lucid_jax.instance_norm`'s ``variance_method``). New running
+    statistics carry no gradient (they are buffers).
     """
-    out_dtype = flax_dtypes.canonicalize_dtype(x, scale, bias, dtype=dtype)
-    x = x.astype(jnp.promote_types(x.dtype, out_dtype))
+    # Flax's canonicalize_dtype: the promotion of the arguments, float32 if that is an int.
+    inferred = _core.result_dtype(x.dtype, *(None if p is None else p.dtype for p in (scale, bias)))
+    if not jnp.issubdtype(inferred, jnp.inexact):
+        inferred = jnp.dtype(jnp.float32)
+    out_dtype = inferred if dtype is None else jnp.dtype(dtype)
+    x = x.astype(_core.result_dtype(inferred, out_dtype))
     y, new_mean, new_var = instance_norm(
         x,
         running_mean,
@@ -116,6 +123,7 @@ def _normalize(
         eps=epsilon,
         channel_axis=channel_axis,
         axis_name=axis_name,
+        variance_method="one_pass" if use_fast_variance else "two_pass",
     )
     if new_mean is not None:
         new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
@@ -176,6 +184,10 @@ class InstanceNorm(nn.Module):
         float32).
       scale_init: initializer for ``scale``.
       bias_init: initializer for ``bias``.
+      use_fast_variance: take the variance in one pass, ``E[x²] - E[x]²`` (fastest; accurate
+        only for data near zero). The default, False, takes the mean first and the moments
+        around it: accurate at any mean (Flax's ``use_fast_variance=False`` is also
+        two-pass, but centres on its rounded float32 mean).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -209,6 +221,7 @@ class InstanceNorm(nn.Module):
     param_dtype: Dtype = jnp.float32
     scale_init: Initializer = initializers.ones
     bias_init: Initializer = initializers.zeros
+    use_fast_variance: bool = False
 
     @nn.compact
     def __call__(self, x: Any, use_running_average: bool | None = None) -> Array:
@@ -269,6 +282,7 @@ class InstanceNorm(nn.Module):
             # The named axis need only exist when the running statistics are updated.
             axis_name=self.axis_name if update else None,
             dtype=self.dtype,
+            use_fast_variance=self.use_fast_variance,
         )
         if update:
             ra_mean.value = new_mean
