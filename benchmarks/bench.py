@@ -53,6 +53,8 @@ import lucid_jax
 
 EPS = 1e-5
 ISSUE_SHAPE = (16, 128, 128, 128)
+#: The shape on which vmapping the single-sample call is compared with the batched call.
+VMAP_SHAPE = (16, 64, 64, 64)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 #: Inputs at least this large get the "big" number of rounds; smaller ones get more rounds.
 BIG_INPUT_BYTES = 32 * 2**20
@@ -66,6 +68,7 @@ TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}
 # The issue's targets.
 TARGET_FWD_R, TARGET_FWD_BWD_R = 1.25, 2.5
 TARGET_FLAX_SPEEDUP, TARGET_TEMP_FRACTION = 1.3, 0.1
+TARGET_VMAP_RATIO, TARGET_BASELINE_SLOWDOWN = 1.15, 1.05
 #: bf16 statistics probe: error allowed against a float32 reference (bf16 output rounding of
 #: values of magnitude ~3 is ~0.01; a mean rounded to bf16 can cost up to ~0.9).
 BF16_PROBE_TOLERANCE = 0.05
@@ -79,8 +82,8 @@ class Config:
 
     shape: tuple[int, ...]
     dtype: str  # "float32" or "bfloat16"
-    #: Added to the (mean 0.5, std 2) input. Far from zero (mean² > 4·var), lucid_jax takes its
-    #: moments around each instance's head instead of raw E[x], E[x²]: this measures that path.
+    #: Added to the (mean 0.5, std 2) input: data far from zero, where a one-pass variance
+    #: would be wrong (lucid_jax's two-pass default takes the same time whatever the data).
     offset: float = 0.0
 
     @property
@@ -104,6 +107,7 @@ class Config:
 
 FULL_CONFIGS = (
     Config(ISSUE_SHAPE, "float32"),
+    Config(VMAP_SHAPE, "float32"),
     Config((8, 64, 64, 64), "float32"),
     Config((64, 32, 16, 16), "float32"),
     Config((2, 32, 64, 64, 64), "float32"),
@@ -172,11 +176,25 @@ def naive_fn(channel_axis: int) -> Callable[..., jax.Array]:
     return f
 
 
-def lucid_fn(channel_axis: int) -> Callable[..., jax.Array]:
-    """``lucid_jax.instance_norm(x, weight=w, bias=b, channel_axis=...).output``."""
+def lucid_fn(
+    channel_axis: int, package: Any = lucid_jax, **options: Any
+) -> Callable[..., jax.Array]:
+    """``package.instance_norm(x, weight=w, bias=b, channel_axis=..., **options).output``."""
 
     def f(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-        return lucid_jax.instance_norm(x, weight=w, bias=b, eps=EPS, channel_axis=channel_axis)[0]
+        return package.instance_norm(
+            x, weight=w, bias=b, eps=EPS, channel_axis=channel_axis, **options
+        )[0]
+
+    return f
+
+
+def lucid_vmap_fn() -> Callable[..., jax.Array]:
+    """``jax.vmap`` over the batch of the single-sample call ``instance_norm(x[None])[0]``."""
+    single = lucid_fn(1)
+
+    def f(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+        return jax.vmap(lambda sample: single(sample[None], w, b)[0])(x)
 
     return f
 
@@ -411,7 +429,13 @@ def _inputs(config: Config, seed: int) -> dict[str, np.ndarray]:
 
 
 def bench_config(
-    config: Config, *, rounds: int, min_sample_s: float, torch: Any, log: Callable[[str], None]
+    config: Config,
+    *,
+    rounds: int,
+    min_sample_s: float,
+    torch: Any,
+    log: Callable[[str], None],
+    baseline: Any = None,
 ) -> dict[str, Any]:
     """Build, check, measure and time every candidate for one configuration."""
     dtype = jnp.dtype(config.dtype)
@@ -431,9 +455,28 @@ def bench_config(
         ("roofline", "roofline R = jit(x*w+b)", "NC...", roofline_fn(1), cf, None, False),
         ("lucid_cf", "lucid_jax (channel_axis=1)", "NC...", lucid_fn(1), cf, g, False),
         ("lucid_cl", "lucid_jax (channel_axis=-1)", "N...C", lucid_fn(-1), cl, g_cl, False),
+        (
+            "lucid_cf_one_pass",
+            "lucid_jax, variance_method='one_pass'",
+            "NC...",
+            lucid_fn(1, variance_method="one_pass"),
+            cf,
+            g,
+            False,
+        ),
+        ("lucid_cf_vmap", "lucid_jax vmapped over samples", "NC...", lucid_vmap_fn(), cf, g, False),
         ("naive_cf", "naive jnp", "NC...", naive_fn(1), cf, g, False),
         ("naive_cl", "naive jnp", "N...C", naive_fn(-1), cl, g_cl, False),
     ]
+    if baseline is not None:
+        for key, layout, axis, args, cot in (
+            ("cf", "NC...", 1, cf, g),
+            ("cl", "N...C", -1, cl, g_cl),
+        ):
+            label = f"lucid_jax at {baseline.REVISION} (channel_axis={axis})"
+            specs.append(
+                (f"baseline_{key}", label, layout, lucid_fn(axis, baseline), args, cot, False)
+            )
     if config.dtype == "float32":
         specs.append(("flax_cl", "flax.linen.InstanceNorm", "N...C", flax_fn(), cl, g_cl, False))
     else:
@@ -742,6 +785,39 @@ def evaluate_targets(configs: list[dict], probe: dict[str, float] | None) -> lis
             or "no bf16 shape run",
         )
 
+    vmapped = _find(configs, VMAP_SHAPE, "float32")
+    for phase, what in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
+        a = None if vmapped is None else _ratio(vmapped, "lucid_cf_vmap", phase)
+        b = None if vmapped is None else _ratio(vmapped, "lucid_cf", phase)
+        ratio = None if a is None or b is None else a / b
+        add(
+            f"vmap of the single-sample call ≤ {TARGET_VMAP_RATIO}× the batched call, {what}, "
+            f"({','.join(map(str, VMAP_SHAPE))}) float32",
+            ratio,
+            f"≤ {TARGET_VMAP_RATIO}",
+            None if ratio is None else ratio <= TARGET_VMAP_RATIO,
+            "shape not benchmarked" if ratio is None else f"vmapped {a:.2f} R, batched {b:.2f} R",
+        )
+
+    for phase, what in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
+        slower = []
+        for c in configs:
+            for key in ("cf", "cl"):
+                a, b = _ratio(c, f"lucid_{key}", phase), _ratio(c, f"baseline_{key}", phase)
+                if a is not None and b is not None:
+                    slower.append((a / b, f"{c['label']} {key}"))
+        worst = max(slower) if slower else None
+        add(
+            f"{what} no slower than the --baseline revision by more than "
+            f"{TARGET_BASELINE_SLOWDOWN - 1:.0%}, every shape and layout (time ratio new/old)",
+            None if worst is None else worst[0],
+            f"≤ {TARGET_BASELINE_SLOWDOWN} (worst case)",
+            None if worst is None else worst[0] <= TARGET_BASELINE_SLOWDOWN,
+            "no --baseline given"
+            if worst is None
+            else ", ".join(f"{label} {r:.2f}" for r, label in slower),
+        )
+
     err = None if probe is None else probe["lucid_cf"]
     add(
         "bf16 statistics in float32 (probe: bf16 input 300+N(0,1), max abs(y - y_f32))",
@@ -772,6 +848,14 @@ SUMMARY_COLUMNS = (
     ("lucid_cf", "fwd_bwd", "lucid NC… fwd+bwd"),
     ("lucid_cl", "fwd", "lucid N…C fwd"),
     ("lucid_cl", "fwd_bwd", "lucid N…C fwd+bwd"),
+    ("baseline_cf", "fwd", "baseline NC… fwd"),
+    ("baseline_cf", "fwd_bwd", "baseline NC… fwd+bwd"),
+    ("baseline_cl", "fwd", "baseline N…C fwd"),
+    ("baseline_cl", "fwd_bwd", "baseline N…C fwd+bwd"),
+    ("lucid_cf_one_pass", "fwd", "lucid one_pass NC… fwd"),
+    ("lucid_cf_one_pass", "fwd_bwd", "lucid one_pass NC… fwd+bwd"),
+    ("lucid_cf_vmap", "fwd", "lucid vmapped NC… fwd"),
+    ("lucid_cf_vmap", "fwd_bwd", "lucid vmapped NC… fwd+bwd"),
     ("naive_cf", "fwd", "naive NC… fwd"),
     ("naive_cf", "fwd_bwd", "naive NC… fwd+bwd"),
     ("flax_cl", "fwd", "flax N…C fwd"),
@@ -1016,6 +1100,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"output folder (default {DEFAULT_OUT}; {DEFAULT_OUT}/quick with --quick)",
     )
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REVISION",
+        help="also time lucid_jax as it was at this git revision, in the same rounds",
+    )
     args = p.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         p.error(f"--rounds must be at least 1; got {args.rounds}")
@@ -1036,6 +1126,12 @@ def _import_torch(disabled: bool) -> tuple[Any, str | None]:
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     """Benchmark every selected configuration; the result that bench.json holds."""
     torch, torch_note = _import_torch(args.no_torch)
+    baseline_package = None
+    if args.baseline:
+        from benchmarks import baseline
+
+        baseline_package = baseline.load(args.baseline)
+        baseline_package.REVISION = args.baseline
     configs = select_configs(QUICK_CONFIGS if args.quick else FULL_CONFIGS, args.shapes)
     started = time.perf_counter()
     results = []
@@ -1054,6 +1150,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 min_sample_s=QUICK_MIN_SAMPLE_S if args.quick else MIN_SAMPLE_S,
                 torch=torch,
                 log=log,
+                baseline=baseline_package,
             )
         )
         jax.clear_caches()
@@ -1069,6 +1166,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             "rounds": args.rounds,
             "eps": EPS,
             "min_sample_s": QUICK_MIN_SAMPLE_S if args.quick else MIN_SAMPLE_S,
+            "baseline": args.baseline,
         },
         "machine": machine_info(torch, torch_note),
         "configs": results,
