@@ -1,11 +1,16 @@
 """Accuracy of instance norm in float32 against a float64 reference, side by side.
 
-Run ``python -m benchmarks.accuracy`` (or ``make accuracy``). For float32 inputs of std 1 and
-a range of means, it prints the largest absolute error of the output, and of the gradient
-``x̄`` of ``sum(y * g)`` relative to its largest entry, for lucid_jax, PyTorch's CPU kernel
-(when installed) and ``flax.linen.InstanceNorm`` (its default fast variance and the two-pass
-one). The reference is float64 arithmetic on the same float32 values, so input rounding does
-not count as error. Not a test: ``tests/test_numerics.py`` pins lucid_jax's bounds.
+Run ``python -m benchmarks.accuracy`` (or ``make accuracy``). For every float32 layout of
+``tests/accuracy_layouts.py`` (the README's means, std 1, and layouts where a cheap
+per-instance estimate of the mean misleads) it prints, for lucid_jax (both variance methods),
+PyTorch's CPU kernel (when installed) and ``flax.linen.InstanceNorm`` (its default fast
+variance and the two-pass one):
+
+* ``y``: the output's error, ``max |y - y64| / max(1, |y64|)`` over its elements;
+* ``dx``: the error of the input gradient of ``sum(y * g)``, relative to its largest entry.
+
+The reference is float64 arithmetic on the same float32 values, so input rounding does not
+count as error. Not a test: ``tests/test_numerics.py`` pins lucid_jax's bounds.
 """
 
 from __future__ import annotations
@@ -18,38 +23,53 @@ import jax.numpy as jnp
 import numpy as np
 
 import lucid_jax
+from tests.accuracy_layouts import LAYOUTS, layout, relative_error
 
-SHAPE = (4, 8, 32, 32)
-MEANS = (0.0, 30.0, 1e2, 1e4, 1e5)
 EPS = 1e-5
 
-
-def _reference(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 output and input gradient of sum(y * g), by jax autodiff in float64."""
-
-    def f(x):
-        mean = x.mean(axis=(2, 3), keepdims=True)
-        var = x.var(axis=(2, 3), keepdims=True)
-        return (x - mean) / jnp.sqrt(var + EPS)
-
-    with jax.enable_x64(True):
-        y, pullback = jax.vjp(f, jnp.asarray(x, jnp.float64))
-        (dx,) = pullback(jnp.asarray(g, jnp.float64))
-        return np.asarray(y), np.asarray(dx)
+#: (x, g, channel_axis) -> (y, dx), float64 numpy
+Candidate = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def _jax_candidate(f: Callable[[jax.Array], jax.Array]):
-    def run(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y, pullback = jax.vjp(f, jnp.asarray(x))
-        (dx,) = pullback(jnp.asarray(g))
+def _channels_first(f: Callable[[jax.Array], jax.Array]) -> Callable[..., jax.Array]:
+    """``f`` on channels-first data, applied to data with channels on ``channel_axis``."""
+    return lambda x, channel_axis: jnp.moveaxis(
+        f(jnp.moveaxis(x, channel_axis, 1)), 1, channel_axis
+    )
+
+
+def _vjp(f: Callable[..., jax.Array]) -> Candidate:
+    def run(x: np.ndarray, g: np.ndarray, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
+        y, pullback = jax.vjp(lambda x: f(x, channel_axis), jnp.asarray(x))
+        (dx,) = pullback(jnp.asarray(g, y.dtype))
         return np.asarray(y, np.float64), np.asarray(dx, np.float64)
 
     return run
 
 
-def candidates(with_torch: bool) -> dict[str, Callable]:
-    """name -> function (x, g) -> (y, dx), all channels first."""
-    out = {"lucid_jax": _jax_candidate(lambda x: lucid_jax.instance_norm(x, eps=EPS).output)}
+def _reference(x: np.ndarray, g: np.ndarray, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 output and input gradient, by jax autodiff of the textbook formula."""
+
+    def f(x, channel_axis):
+        axes = tuple(a for a in range(1, x.ndim) if a != channel_axis % x.ndim)
+        mean = x.mean(axis=axes, keepdims=True)
+        return (x - mean) / jnp.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+
+    with jax.enable_x64(True):
+        return _vjp(f)(x.astype(np.float64), g.astype(np.float64), channel_axis)
+
+
+def candidates(with_torch: bool) -> dict[str, Candidate]:
+    """name -> (x, g, channel_axis) -> (y, dx)."""
+    out: dict[str, Candidate] = {}
+    for method in ("two_pass", "one_pass"):
+        out[f"lucid_jax {method}"] = _vjp(
+            lambda x, channel_axis, method=method: (
+                lucid_jax.instance_norm(
+                    x, eps=EPS, channel_axis=channel_axis, variance_method=method
+                ).output
+            )
+        )
     if with_torch:
         try:
             import torch
@@ -57,26 +77,31 @@ def candidates(with_torch: bool) -> dict[str, Callable]:
             torch = None
         if torch is not None:
 
-            def run_torch(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                xt = torch.from_numpy(x).requires_grad_()
+            def run_torch(x: np.ndarray, g: np.ndarray, channel_axis: int):
+                xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, channel_axis, 1)))
+                xt.requires_grad_()
                 yt = torch.nn.functional.instance_norm(xt, eps=EPS)
-                (dx,) = torch.autograd.grad(yt, xt, torch.from_numpy(g))
-                return yt.detach().numpy().astype(np.float64), dx.numpy().astype(np.float64)
+                gt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(g, channel_axis, 1)))
+                (dx,) = torch.autograd.grad(yt, xt, gt)
+                y, dx = (np.moveaxis(a.detach().numpy(), 1, channel_axis) for a in (yt, dx))
+                return y.astype(np.float64), dx.astype(np.float64)
 
-            out["torch CPU"] = run_torch
+            out["PyTorch CPU"] = run_torch
     try:
         import flax.linen as nn
     except ImportError:
         return out
-    for name, fast in (("flax (default, fast variance)", True), ("flax two-pass", False)):
+    for name, fast in (("Flax default", True), ("Flax two-pass", False)):
         module = nn.InstanceNorm(
             epsilon=EPS, use_scale=False, use_bias=False, use_fast_variance=fast
         )
 
-        def f(x, module=module):
-            return jnp.moveaxis(module.apply({}, jnp.moveaxis(x, 1, -1)), -1, 1)
+        def f(x, channel_axis, module=module):
+            return jnp.moveaxis(
+                module.apply({}, jnp.moveaxis(x, channel_axis, -1)), -1, channel_axis
+            )
 
-        out[name] = _jax_candidate(f)
+        out[name] = _vjp(f)
     return out
 
 
@@ -84,21 +109,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
     cands = candidates(with_torch=not args.no_torch)
-    print(f"float32 input {SHAPE}, std 1; max |y - y64| and max |dx - dx64| / max |dx64|\n")
-    print("| mean | " + " | ".join(f"{n} y | {n} dx" for n in cands) + " |")
-    print("|---:|" + "---:|---:|" * len(cands))
-    for mean in MEANS:
-        x = rng.normal(mean, 1.0, SHAPE).astype(np.float32)
-        g = rng.normal(0.0, 1.0, SHAPE).astype(np.float32)
-        y64, dx64 = _reference(x, g)
+    print(
+        "float32; y: max |y - y64| / max(1, |y64|); dx: max |dx - dx64| / max |dx64| "
+        "(float64 arithmetic on the same float32 values)\n"
+    )
+    print("| layout | " + " | ".join(f"{n} y | {n} dx" for n in cands) + " |")
+    print("|---|" + "---:|---:|" * len(cands))
+    for name in LAYOUTS:
+        x, channel_axis = layout(name)
+        g = np.random.default_rng(1).normal(0.0, 1.0, x.shape).astype(np.float32)
+        y64, dx64 = _reference(x, g, channel_axis)
         cells = []
         for run in cands.values():
-            y, dx = run(x, g)
-            cells.append(f"{np.max(np.abs(y - y64)):.2g}")
+            y, dx = run(x, g, channel_axis)
+            cells.append(f"{relative_error(y, y64):.2g}")
             cells.append(f"{np.max(np.abs(dx - dx64)) / np.max(np.abs(dx64)):.2g}")
-        print(f"| {mean:g} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
