@@ -224,9 +224,10 @@ def _train_normalize_jvp(axes, variance_method, primals, tangents):
     dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)
     offset = -scale * dmean - centred_mean * dscale  # per instance (see the docstring)
     if bias is not None:
-        # A barrier on a per-channel value (free on every backend) keeps XLA from folding the
-        # transpose's Σ_n Σ_s g into a second full reduction of g: ``ḃ``'s cotangent reuses
-        # the per-instance Σ_s g.
+        # A barrier on a per-instance value (free on every backend) keeps XLA from folding
+        # the transpose's Σ_n Σ_s g into a second full reduction of g: ``ḃ``'s cotangent
+        # reuses the per-instance Σ_s g. Measured on CPU, (8,64,64,64) forward+backward: five
+        # activation-sized reductions with it, six without.
         offset = offset + lax.optimization_barrier(per_instance(dbias))
     dy = scale * dx + offset + shifted_for_reduction * dscale
     return (y, shift + centred_mean, var), (dy, dmean, dvar)
