@@ -1,34 +1,104 @@
-# Entry points: `make demo`, `make test`, `make bench`, `make accuracy`, `make lint`.
-# Each creates its own virtual environment (.venv) and installs what it needs, so a fresh
-# clone on a machine that has never seen the project needs nothing else than python3 >= 3.11.
+# Entry points: `make demo` and `make test` (the README's two commands); `make bench`,
+# `make accuracy`, `make scaling`, `make lint`, `make dist`; and the heavier checks `.ci/run`
+# adds: `make test-wheel`, `make test-oldest`, `make test-peers`.
+# Each creates its own virtual environment and installs what it needs, so a fresh clone on a
+# machine that has never seen the project needs nothing else than python3 >= 3.11.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip
-# What `make test` installs: the package with every extra its tests touch. torch is pinned to
-# the CPU build the project benchmarks against (an unpinned torch would pull a CUDA build).
-DEV_EXTRAS := dev,flax,notebooks,bench,torch
+PIP    := $(BIN)/python -m pip --quiet
+# What `make test` installs: the package (editable) with the extras its tests touch. Not
+# torch: the comparisons with PyTorch skip without it (`make test-peers` runs them).
+DEV_EXTRAS := dev,flax,notebooks,bench
+# The PyTorch `make test-peers` installs. The pin matches the CPU wheel kept on our machines;
+# elsewhere choose the CPU build, e.g.
+#   make test-peers TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml).
+OLDEST_PINS := jax==0.4.35 jaxlib==0.4.35 numpy==1.26.4
+PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 
-.PHONY: demo test bench scaling accuracy lint format clean
+# Colab runs Python 3.12; the notebook check uses it where it is installed.
+# (A pyenv shim for python3.12 exists but fails when 3.12 is not selected: try each candidate.)
+COLAB_PYTHON ?= $(firstword $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; \
+	do "$$p" -c "" 2>/dev/null && echo "$$p"; done) $(PYTHON))
+
+.PHONY: demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
+	lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --upgrade pip
 
+# editable_mode=strict: links the package's files only, so a folder named like the package in
+# the working directory cannot shadow it (and setuptools has nothing to warn about).
 $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e .
+	$(PIP) install -e . --config-settings editable_mode=strict
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e ".[$(DEV_EXTRAS)]"
+	$(PIP) install -e ".[$(DEV_EXTRAS)]" --config-settings editable_mode=strict
 	touch $@ $(VENV)/.core-installed
 
 demo: $(VENV)/.core-installed
-	$(BIN)/python -m lucid_jax
+	@$(BIN)/python -m lucid_jax
 
 test: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+
+# The comparisons with PyTorch (numerics, gradients), with PyTorch installed.
+test-peers: $(VENV)/.dev-installed
+	$(PIP) install $(TORCH)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/test_numerics.py tests/test_transformations.py
+
+dist: $(VENV)/.dev-installed
+	$(PIP) install -e ".[release]" --config-settings editable_mode=strict
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+
+# The built wheel, installed (not editable) into a clean venv, tested from the unpacked sdist
+# with its source package removed: what a user gets, tested away from the source tree.
+test-wheel: dist
+	rm -rf .venv-wheel build/wheel-test
+	$(PYTHON) -m venv .venv-wheel
+	.venv-wheel/bin/python -m pip --quiet install "$$(ls dist/*.whl)[$(DEV_EXTRAS)]"
+	mkdir -p build/wheel-test
+	tar -xzf dist/*.tar.gz -C build/wheel-test --strip-components=1
+	rm -rf build/wheel-test/lucid_jax
+	cd build/wheel-test && ../../.venv-wheel/bin/pytest $(PYTEST_FLAGS) tests
+	cd build/wheel-test && ../../.venv-wheel/bin/pytest -p no:cacheprovider --doctest-modules \
+		--pyargs lucid_jax
+
+# The notebooks as Colab runs them: a fresh venv with what a Colab runtime has (jax, flax and
+# the notebooks' libraries, not lucid-jax), the freshly built wheel beside each notebook, each
+# notebook executed from that folder (its first cell installs the wheel).
+test-colab: dist
+	rm -rf .venv-colab build/colab
+	$(COLAB_PYTHON) -m venv .venv-colab
+	.venv-colab/bin/python -m pip --quiet install jax flax optax matplotlib scikit-learn \
+		nbclient nbformat ipykernel
+	mkdir -p build/colab
+	cp notebooks/*.ipynb dist/*.whl build/colab/
+	cd build/colab && for notebook in *.ipynb; do \
+		../../.venv-colab/bin/jupyter-execute --timeout=300 "$$notebook" || exit 1; done
+	@# The venv had no lucid-jax before the notebooks ran: the first cell installed the wheel.
+	.venv-colab/bin/python -c "import importlib.metadata as m, glob; \
+		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
+		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
+
+# The core suite against the oldest declared jax/jaxlib/numpy.
+test-oldest:
+	rm -rf .venv-oldest
+	$(PYTHON) -m venv .venv-oldest
+	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_PINS)
+	.venv-oldest/bin/python -m pip --quiet install --no-deps .
+	.venv-oldest/bin/python -m pip --quiet install pytest pytest-xdist hypothesis scipy \
+		"chex>=0.1.87" $(OLDEST_PINS)
+	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) test_lucid_fixtures.py \
+		test_transformations.py test_numerics.py test_portable.py test_bad_input.py \
+		test_properties.py test_shim_and_modules.py
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.bench
@@ -48,4 +118,4 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format lucid_jax tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist .pytest_cache .ruff_cache .hypothesis

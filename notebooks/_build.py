@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import nbformat
 
 HERE = Path(__file__).resolve().parent
-REPOSITORY = "lucid-jax/lucid-jax"
-PACKAGE = f"lucid-jax[flax] @ git+https://github.com/{REPOSITORY}"
+#: The project's home, named once in pyproject.toml's [project.urls].
+REPOSITORY_URL = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["urls"][
+    "Repository"
+]
+REPOSITORY = REPOSITORY_URL.removeprefix("https://github.com/")
+PACKAGE = f"lucid-jax[flax] @ git+{REPOSITORY_URL}"
 
 
 def colab_url(name: str) -> str:
@@ -30,21 +35,28 @@ def badge(name: str) -> str:
     )
 
 
-# The first code cell of every notebook: installs the package in Colab only, and only when it is
-# missing, so that running the notebook locally (and in our tests) downloads nothing.
+# The first code cell of every notebook: installs lucid-jax only when it is missing (so that
+# running the notebook where it is installed, as in our tests, downloads nothing), from a wheel
+# beside the notebook when there is one (lucid-jax is not on PyPI: build one with `make dist`
+# and upload it to the Colab session), else from the repository.
 INSTALL = f"""\
-# Colab: install lucid-jax (with its Flax extra) when it is missing. Elsewhere this does nothing.
+# Install lucid-jax (with its Flax extra) if it is missing: from a lucid_jax-*.whl beside
+# this notebook (build one with `make dist`; in Colab, upload it to the session's files),
+# else from its repository. Where lucid-jax is installed this does nothing.
+import glob
+import importlib.util
+import subprocess
 import sys
 
-try:
-    import lucid_jax
-except ImportError:
-    if "google.colab" not in sys.modules:
-        raise ImportError('lucid_jax is not installed: pip install "{PACKAGE}"') from None
-    %pip install --quiet "{PACKAGE}"
-    import lucid_jax
+if importlib.util.find_spec("lucid_jax") is None:
+    wheels = sorted(glob.glob("lucid_jax-*.whl"))
+    requirement = f"{{wheels[-1]}}[flax]" if wheels else "{PACKAGE}"
+    print("installing", requirement)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", requirement], check=True)
 
-print("lucid_jax", lucid_jax.__version__)"""
+import lucid_jax
+
+print("lucid_jax", lucid_jax.__version__, "from", lucid_jax.__file__)"""
 
 
 def md(text: str) -> tuple[str, str]:

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, skip_without_source_tree
 
-ROOT = Path(__file__).resolve().parents[1]
+skip_without_source_tree("benchmarks")
 if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the root there
     sys.path.insert(0, str(ROOT))
 

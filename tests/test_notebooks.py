@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import subprocess
 import sys
-import types
+import tomllib
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
-from conftest import reference_instance_norm
+from conftest import ROOT, reference_instance_norm, skip_without_source_tree
 
 nbclient = pytest.importorskip("nbclient")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+skip_without_source_tree("notebooks")
+NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_quickstart", "02_flax_training", "03_style_transfer"]
-COLAB = "https://colab.research.google.com/github/lucid-jax/lucid-jax/blob/main/notebooks/{}.ipynb"
-PACKAGE = "lucid-jax[flax] @ git+https://github.com/lucid-jax/lucid-jax"
+#: The project's home, named once in pyproject.toml: badges and the install cell derive from it.
+REPOSITORY_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"][
+    "Repository"
+]
+COLAB = (
+    "https://colab.research.google.com/github/"
+    + REPOSITORY_URL.removeprefix("https://github.com/")
+    + "/blob/main/notebooks/{}.ipynb"
+)
+PACKAGE = f"lucid-jax[flax] @ git+{REPOSITORY_URL}"
 CELL_TIMEOUT_S = 300
 # Packages a notebook needs beyond the core install (the `flax` extra).
 REQUIRES = {"02_flax_training": ["flax", "optax"], "03_style_transfer": ["optax"]}
@@ -78,39 +88,58 @@ def test_notebook_opens_with_its_colab_badge(name):
 # --- the install cell ---------------------------------------------------------------------
 
 
-def _run_install_cell(name: str, monkeypatch, *, in_colab: bool) -> list[tuple[str, str]]:
-    """Run the notebook's first code cell with lucid_jax missing; return the magics it ran."""
-    from IPython.core.inputtransformer2 import TransformerManager
+def _run_install_cell(name: str, monkeypatch, folder: Path, *, installed: bool) -> list[list[str]]:
+    """Run the notebook's first code cell in ``folder``; return the commands it ran."""
+    source = _code_cells(_read(name)).pop(0).source
+    commands: list[list[str]] = []
+    package = importlib.import_module("lucid_jax")
 
-    source = _code_cells(_read(name))[0].source
-    python = TransformerManager().transform_cell(source)  # `%pip` -> get_ipython().run_line_magic
-    magics: list[tuple[str, str]] = []
-    installed = importlib.import_module("lucid_jax")
+    def run(command: list[str], check: bool) -> None:
+        assert check
+        commands.append(command)
+        monkeypatch.setitem(sys.modules, "lucid_jax", package)  # the next import works
 
-    def run_line_magic(magic: str, line: str) -> None:
-        magics.append((magic, line))
-        monkeypatch.setitem(sys.modules, "lucid_jax", installed)  # the next import works
-
-    shell = types.SimpleNamespace(run_line_magic=run_line_magic)
-    monkeypatch.setitem(sys.modules, "lucid_jax", None)  # makes `import lucid_jax` fail
-    if in_colab:
-        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    else:
-        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    exec(compile(python, f"{name}[install]", "exec"), {"get_ipython": lambda: shell})
-    return magics
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_install_cell_installs_the_package_in_colab_when_missing(name, monkeypatch):
-    magics = _run_install_cell(name, monkeypatch, in_colab=True)
-    assert magics == [("pip", f'install --quiet "{PACKAGE}"')]
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.chdir(folder)
+    if not installed:
+        monkeypatch.setitem(sys.modules, "lucid_jax", None)  # `import lucid_jax` fails
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda module, *a: None if module == "lucid_jax" else real_find_spec(module, *a),
+        )
+    exec(compile(source, f"{name}[install]", "exec"), {})
+    return commands
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_install_cell_outside_colab_installs_nothing(name, monkeypatch):
-    with pytest.raises(ImportError, match="pip install"):
-        _run_install_cell(name, monkeypatch, in_colab=False)
+def test_install_cell_installs_a_wheel_beside_the_notebook(name, monkeypatch, tmp_path):
+    for version in ("0.0.9", "0.1.0"):
+        (tmp_path / f"lucid_jax-{version}-py3-none-any.whl").touch()
+    commands = _run_install_cell(name, monkeypatch, tmp_path, installed=False)
+    assert commands == [
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "lucid_jax-0.1.0-py3-none-any.whl[flax]",
+        ]
+    ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_install_cell_installs_from_the_repository_without_a_wheel(name, monkeypatch, tmp_path):
+    commands = _run_install_cell(name, monkeypatch, tmp_path, installed=False)
+    assert commands == [[sys.executable, "-m", "pip", "install", "--quiet", PACKAGE]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_install_cell_does_nothing_where_lucid_jax_is_installed(name, monkeypatch, tmp_path):
+    (tmp_path / "lucid_jax-0.1.0-py3-none-any.whl").touch()
+    assert _run_install_cell(name, monkeypatch, tmp_path, installed=True) == []
 
 
 # --- execution ----------------------------------------------------------------------------

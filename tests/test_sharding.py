@@ -42,6 +42,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import _sharding_checks as checks  # noqa: E402
+from conftest import skip_without_source_tree  # noqa: E402
 
 # All in one xdist worker, so that the 8-device subprocess runs once.
 pytestmark = pytest.mark.xdist_group("sharding")
@@ -347,6 +348,7 @@ def test_scaling_out_example_runs() -> None:
 
 def test_scaling_benchmark_quick_run(tmp_path: Path) -> None:
     # In this 1-device process, main() must re-run itself with 8 host devices.
+    skip_without_source_tree("benchmarks")
     pytest.importorskip("matplotlib")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

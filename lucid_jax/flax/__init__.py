@@ -8,21 +8,21 @@
 Both use Flax's momentum convention (``new = momentum * old + (1 - momentum) * batch``):
 ``lucid_momentum = 1 - flax_momentum``.
 
-Install the extra with ``pip install "lucid-jax[flax]"``; ``import lucid_jax`` alone never
-needs flax.
+Install flax itself (``pip install flax``) or lucid-jax's ``flax`` extra (``pip install
+".[flax]"`` from a clone); ``import lucid_jax`` alone never needs flax.
 """
 
 try:
     import flax as _flax
-    import optax as _optax
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "lucid_jax.flax needs the optional dependencies flax and optax, which could not be "
-        f'imported ({_error}). Install them with: pip install "lucid-jax[flax]"'
+        f"lucid_jax.flax needs the optional dependency flax, which could not be imported "
+        f"({_error}). Install it with: pip install flax (or install lucid-jax with its flax "
+        'extra, e.g. pip install ".[flax]" from a clone of lucid-jax)'
     ) from _error
 
 from lucid_jax.flax import linen, nnx
 
-del _flax, _optax
+del _flax
 
 __all__ = ["linen", "nnx"]
