@@ -31,7 +31,8 @@ def main() -> None:
         Tensor([0.0, 0.0]),
         training=True,
     )
-    _show("output", out)
+    with np.printoptions(precision=8, suppress=False):  # numpy's defaults, as the README shows
+        print("  " + repr(out).replace("\n", "\n  "))
 
     print("\n2. Running statistics live in Buffers, updated in place (as in Lucid)")
     running_mean, running_var = Buffer(jnp.zeros(2)), Buffer(jnp.ones(2))
