@@ -31,15 +31,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# editable_mode=strict: links the package's files only, so a folder named like the package in
-# the working directory cannot shadow it (and setuptools has nothing to warn about).
-$(VENV)/.core-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e . --config-settings editable_mode=strict
+SOURCES := $(shell find lucid_jax -name "*.py")
+
+# The demo installs the package as a user would (not editable: setuptools warns about every
+# editable mode), again whenever a source file changes.
+$(VENV)/.core-installed: pyproject.toml $(SOURCES) | $(BIN)/python
+	$(PIP) install .
 	touch $@
 
+# The tests run against the sources (editable install, and `python -m pytest` from the root).
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[$(DEV_EXTRAS)]" --config-settings editable_mode=strict
-	touch $@ $(VENV)/.core-installed
+	$(PIP) install -e ".[$(DEV_EXTRAS)]"
+	touch $@
 
 demo: $(VENV)/.core-installed
 	@$(BIN)/python -m lucid_jax
@@ -53,7 +56,7 @@ test-peers: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -p no:cacheprovider tests/test_numerics.py tests/test_transformations.py
 
 dist: $(VENV)/.dev-installed
-	$(PIP) install -e ".[release]" --config-settings editable_mode=strict
+	$(PIP) install -e ".[release]"
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
