@@ -16,7 +16,7 @@ DEV_EXTRAS := dev,flax,notebooks,bench
 #   make test-peers TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
 # The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml).
-OLDEST_PINS := jax==0.4.35 jaxlib==0.4.35 numpy==1.26.4
+OLDEST_PINS := jax==0.10.2 jaxlib==0.10.2 numpy==2.0.2 flax==0.12.5
 PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 
 # Colab runs Python 3.12; the notebook check uses it where it is installed.
@@ -91,17 +91,19 @@ test-colab: dist
 		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
 		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
 
-# The core suite against the oldest declared jax/jaxlib/numpy.
+# The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
+# (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
 test-oldest:
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
-	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_PINS)
+	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_PINS) pytest pytest-xdist hypothesis \
+		scipy chex optax scikit-learn
 	.venv-oldest/bin/python -m pip --quiet install --no-deps .
-	.venv-oldest/bin/python -m pip --quiet install pytest pytest-xdist hypothesis scipy \
-		"chex>=0.1.87" $(OLDEST_PINS)
+	.venv-oldest/bin/python -m pip check
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) test_lucid_fixtures.py \
 		test_transformations.py test_numerics.py test_portable.py test_bad_input.py \
-		test_properties.py test_shim_and_modules.py
+		test_properties.py test_shim_and_modules.py test_flax_linen.py test_flax_nnx.py \
+		test_flax_training.py
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.bench
