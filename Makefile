@@ -19,12 +19,13 @@ TORCH ?= torch==2.13.0
 OLDEST_PINS := jax==0.10.2 jaxlib==0.10.2 numpy==2.0.2 flax==0.12.5
 PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 
-# Colab runs Python 3.12; the notebook check uses it where it is installed.
+# A second Python, 3.12 (Colab's), where one is installed: `make test-wheel` and
+# `make test-colab` use it, `make test` and `make test-oldest` the default python3.
 # (A pyenv shim for python3.12 exists but fails when 3.12 is not selected: try each candidate.)
-COLAB_PYTHON ?= $(firstword $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; \
+PYTHON312 ?= $(firstword $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; \
 	do "$$p" -c "" 2>/dev/null && echo "$$p"; done) $(PYTHON))
 
-.PHONY: demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
+.PHONY: notebooks demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
 	lint format clean
 
 $(BIN)/python:
@@ -65,7 +66,7 @@ dist: $(VENV)/.dev-installed
 # with its source package removed: what a user gets, tested away from the source tree.
 test-wheel: dist
 	rm -rf .venv-wheel build/wheel-test
-	$(PYTHON) -m venv .venv-wheel
+	$(PYTHON312) -m venv .venv-wheel
 	.venv-wheel/bin/python -m pip --quiet install "$$(ls dist/*.whl)[$(DEV_EXTRAS)]"
 	mkdir -p build/wheel-test
 	tar -xzf dist/*.tar.gz -C build/wheel-test --strip-components=1
@@ -79,7 +80,7 @@ test-wheel: dist
 # notebook executed from that folder (its first cell installs the wheel).
 test-colab: dist
 	rm -rf .venv-colab build/colab
-	$(COLAB_PYTHON) -m venv .venv-colab
+	$(PYTHON312) -m venv .venv-colab
 	.venv-colab/bin/python -m pip --quiet install jax flax optax matplotlib scikit-learn \
 		nbclient nbformat ipykernel
 	mkdir -p build/colab
@@ -105,6 +106,10 @@ test-oldest:
 		test_properties.py test_shim_and_modules.py test_flax_linen.py test_flax_nnx.py \
 		test_flax_training.py
 
+# Sync each notebook's .ipynb with its jupytext source notebooks/NN_name.py (edit the .py).
+notebooks: $(VENV)/.dev-installed
+	$(BIN)/jupytext --sync notebooks/0*.py
+
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.bench
 
@@ -116,11 +121,11 @@ accuracy: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check lucid_jax tests benchmarks
+	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format lucid_jax tests benchmarks
+	$(BIN)/ruff format lucid_jax tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist .pytest_cache .ruff_cache .hypothesis
