@@ -69,6 +69,7 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import lucid_jax  # noqa: E402
+from tests import hlo_collectives  # noqa: E402  (one parser, shared with the sharding tests)
 
 DEFAULT_SHAPE = (8, 16, 32, 32, 32)
 QUICK_SHAPE = (8, 8, 8, 8, 8)
@@ -83,44 +84,6 @@ STEPS = ("fwd", "fwd_bwd")
 
 # --------------------------------------------------------------------------------------------
 # Collectives of a compiled HLO module, and what they cost.
-
-COLLECTIVE_OPS = {
-    "all-reduce": "all-reduce",
-    "all-reduce-start": "all-reduce",
-    "all-gather": "all-gather",
-    "all-gather-start": "all-gather",
-    "all-to-all": "all-to-all",
-    "ragged-all-to-all": "all-to-all",
-    "collective-permute": "collective-permute",
-    "collective-permute-start": "collective-permute",
-    "collective-broadcast": "collective-broadcast",
-    "reduce-scatter": "reduce-scatter",
-}
-_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4}
-_ITEM_BYTES |= {"s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
-_DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
-_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
-
-
-def _split_type(rest: str) -> tuple[str, str]:
-    """``"(f32[2]{0}, f32[2]{0}) all-reduce(%a, %b), ..."`` -> (the type, the rest)."""
-    if rest.startswith("("):
-        depth = 0
-        for i, char in enumerate(rest):
-            depth += {"(": 1, ")": -1}.get(char, 0)
-            if depth == 0:
-                return rest[: i + 1], rest[i + 1 :].lstrip()
-    head, _, tail = rest.partition(" ")
-    return head, tail
-
-
-def _arrays(type_text: str) -> list[tuple[str, list[int], int]]:
-    """``(dtype, shape, bytes)`` of every array in an HLO type."""
-    out = []
-    for dtype, dims in _ARRAY.findall(type_text):
-        shape = [int(d) for d in dims.split(",") if d]
-        out.append((dtype, shape, math.prod(shape) * _ITEM_BYTES.get(dtype, 0)))
-    return out
 
 
 def _group_size(attributes: str, devices: int) -> int:
@@ -143,34 +106,12 @@ def collectives(hlo_text: str, devices: int) -> list[dict[str, Any]]:
 
     ``sent_bytes`` is the ring estimate of what the op sends, summed over ``devices``.
     """
-    types: dict[str, str] = {}
-    pending = []
-    for line in hlo_text.splitlines():
-        match = _DEFINITION.match(line)
-        if not match:
-            continue
-        name, rest = match.groups()
-        type_text, rest = _split_type(rest)
-        types[name] = type_text
-        op = rest.split("(", 1)[0].strip()
-        if op in COLLECTIVE_OPS:
-            operands, _, attributes = rest.split("(", 1)[1].partition(")")
-            pending.append((name, op, type_text, operands, attributes))
     found = []
-    for name, op, type_text, operands, attributes in pending:
-        kind = COLLECTIVE_OPS[op]
-        results = _arrays(type_text)
-        # Async starts return (operands, results[, contexts]): keep the results.
-        if op == "all-gather-start":
-            results = results[len(results) // 2 :]
-        elif op == "collective-permute-start":
-            results = results[1:2]
-        operand_arrays = [
-            a for n in re.findall(r"%([\w.\-]+)", operands) for a in _arrays(types.get(n, ""))
-        ]
-        result_bytes = sum(a[2] for a in results)
-        operand_bytes = sum(a[2] for a in operand_arrays) or result_bytes
-        g = _group_size(attributes, devices)
+    for item in hlo_collectives.collectives(hlo_text):
+        kind, results = item["kind"], item["results"]
+        result_bytes = sum(a["bytes"] for a in results)
+        operand_bytes = sum(a["bytes"] for a in item["operands"]) or result_bytes
+        g = _group_size(item["attributes"], devices)
         share = (g - 1) / g if g > 1 else 0.0
         if kind == "all-reduce":
             per_device = 2 * share * result_bytes
@@ -182,9 +123,9 @@ def collectives(hlo_text: str, devices: int) -> list[dict[str, Any]]:
             per_device = float(operand_bytes)
         found.append(
             {
-                "name": name,
+                "name": item["name"],
                 "op": kind,
-                "shapes": [f"{dtype}{shape}" for dtype, shape, _ in results],
+                "shapes": [f"{a['dtype']}{a['shape']}" for a in results],
                 "result_bytes": result_bytes,
                 "group_size": g,
                 "sent_bytes": per_device * devices,

@@ -44,12 +44,12 @@ if __name__ == "__main__" and "jax" not in sys.modules:  # must precede the firs
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from hlo_collectives import collectives  # noqa: E402  (shared with benchmarks/scaling.py)
 
 # ---------------------------------------------------------------------------------------------
 # The cases (plain data, importable without starting jax: the test file parametrizes over them)
@@ -112,90 +112,6 @@ HLO_CASES: dict[str, tuple[tuple[int, ...], int, tuple[Any, ...], str, str]] = {
     "hlo/batch_ndhwc/16x64x64x64x32": ((16, 64, 64, 64, 32), -1, ("x",), "1d", "float32"),
     "hlo/depth_ndhwc/2x128x128x128x32": ((2, 128, 128, 128, 32), -1, (None, "x"), "1d", "float32"),
 }
-
-# ---------------------------------------------------------------------------------------------
-# HLO parsing
-# ---------------------------------------------------------------------------------------------
-
-#: Ops that move data between devices (the ``-done`` halves of async pairs are not counted).
-COLLECTIVE_OPS = (
-    "all-gather",
-    "all-gather-start",
-    "all-reduce",
-    "all-reduce-start",
-    "all-to-all",
-    "ragged-all-to-all",
-    "collective-permute",
-    "collective-permute-start",
-    "collective-broadcast",
-    "reduce-scatter",
-)
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4}
-_BYTES |= {"s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8, "c64": 8, "c128": 16}
-_DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
-_ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
-
-
-def _split_type(rest: str) -> tuple[str, str]:
-    """``"(f32[2]{0}, f32[2]{0}) all-reduce(%a, %b), ..."`` -> (type, the rest)."""
-    if rest.startswith("("):
-        depth = 0
-        for i, char in enumerate(rest):
-            depth += {"(": 1, ")": -1}.get(char, 0)
-            if depth == 0:
-                return rest[: i + 1], rest[i + 1 :].lstrip()
-    head, _, tail = rest.partition(" ")
-    return head, tail
-
-
-def _arrays(type_text: str) -> list[dict[str, Any]]:
-    out = []
-    for dtype, dims in _ARRAY.findall(type_text):
-        shape = [int(d) for d in dims.split(",") if d]
-        elements = int(np.prod(shape)) if shape else 1
-        out.append(
-            {
-                "dtype": dtype,
-                "shape": shape,
-                "elements": elements,
-                "bytes": elements * _BYTES.get(dtype, 0),
-            }
-        )
-    return out
-
-
-def collectives(hlo_text: str) -> list[dict[str, Any]]:
-    """Every collective instruction of a compiled HLO module, with its result/operand arrays.
-
-    Shapes are per device (the HLO is the SPMD-partitioned per-device program). Operand shapes
-    come from the operands' own definitions (newer HLO text prints operands by name only).
-    """
-    types: dict[str, str] = {}
-    found = []
-    for line in hlo_text.splitlines():
-        match = _DEFINITION.match(line)
-        if not match:
-            continue
-        name, rest = match.groups()
-        type_text, rest = _split_type(rest)
-        types[name] = type_text
-        op = rest.split("(", 1)[0].strip()
-        if op in COLLECTIVE_OPS:
-            operand_text = rest.split("(", 1)[1].split(")", 1)[0]
-            found.append(
-                {
-                    "name": name,
-                    "op": op,
-                    "type_text": type_text,
-                    "operand_names": re.findall(r"%([\w.\-]+)", operand_text),
-                    "line": line.strip()[:300],
-                }
-            )
-    for item in found:
-        item["results"] = _arrays(item.pop("type_text"))
-        item["operands"] = [a for n in item.pop("operand_names") for a in _arrays(types.get(n, ""))]
-    return found
-
 
 # ---------------------------------------------------------------------------------------------
 # Float64 numpy reference (independent of lucid_jax): forward, running stats and pullback
