@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from lucid_jax import _core
 
 Array = jax.Array
-ArrayLike = Any  # anything jnp.asarray accepts, including a lucid_jax.nn.Buffer
 
 __all__ = ["InstanceNormOutput", "instance_norm"]
 
@@ -123,7 +123,7 @@ def instance_norm(
       (1, 2, 2)
     """
     x = _as_input(input_)
-    channel_axis = _check_channel_axis(channel_axis, x.ndim)
+    channel_axis = check_channel_axis(channel_axis, x.ndim)
     _check_spatial(x, channel_axis)
     channels = x.shape[channel_axis]
     weight = _as_vector(weight, "weight", channels)
@@ -205,14 +205,18 @@ def _as_input(input_: Any) -> Array:
     return x
 
 
-def _check_channel_axis(channel_axis: Any, ndim: int) -> int:
+def check_channel_axis(channel_axis: Any, ndim: int, caller: str = "instance_norm") -> int:
+    """``channel_axis`` as a non-negative axis of an ``ndim``-dim input, or a clear error.
+
+    Shared with the Flax layers (``caller`` names the one whose argument is wrong).
+    """
     if not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool):
         raise TypeError(
-            f"instance_norm: channel_axis must be a Python int; got {_describe(channel_axis)}."
+            f"{caller}: channel_axis must be a Python int; got {_describe(channel_axis)}."
         )
     if not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
         raise ValueError(
-            f"instance_norm: channel_axis must be an axis of the {ndim}-dim input other than "
+            f"{caller}: channel_axis must be an axis of the {ndim}-dim input other than "
             f"the batch axis 0 (1..{ndim - 1} or -{ndim - 1}..-1); got {channel_axis}."
         )
     return int(channel_axis) % ndim

@@ -19,7 +19,6 @@ statistic: ``lucid_momentum = 1 - flax_momentum`` (Flax 0.9 is Lucid/PyTorch's 0
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax
@@ -28,106 +27,11 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
-from lucid_jax import _core
-from lucid_jax.functional import instance_norm
+from lucid_jax.flax._common import normalize, num_channels, stats_dtype
 
 Array = jax.Array
 
 __all__ = ["InstanceNorm"]
-
-
-# --- shared with lucid_jax.flax.nnx: argument checks and the call to the pure function ---
-
-
-def _num_channels(layer: str, x: Array, channel_axis: Any) -> int:
-    """The size of ``channel_axis`` of ``x``, with a layer-named error for a bad axis."""
-    if not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool):
-        raise TypeError(
-            f"{layer}: channel_axis must be a Python int; got "
-            f"{type(channel_axis).__name__} {channel_axis!r}."
-        )
-    ndim = x.ndim
-    if ndim < 3:
-        raise ValueError(
-            f"{layer}: input must have at least 3 dims (batch, spatial..., channels); got shape "
-            f"{tuple(x.shape)}. For a single unbatched sample, add a batch axis: x[None]."
-        )
-    if not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
-        raise ValueError(
-            f"{layer}: channel_axis must be an axis of the {ndim}-dim input other than the "
-            f"batch axis 0 (1..{ndim - 1} or -{ndim - 1}..-1); got {channel_axis}."
-        )
-    return int(x.shape[channel_axis])
-
-
-def _lucid_momentum(layer: str, momentum: Any) -> Any:
-    """Flax's momentum (weight of the old value) as Lucid's (weight of the new batch stat)."""
-    if isinstance(momentum, numbers.Real) and not isinstance(momentum, bool):
-        if not 0.0 <= float(momentum) <= 1.0:  # also rejects NaN
-            raise ValueError(
-                f"{layer}: momentum must be in [0, 1] (Flax convention: the weight of the old "
-                f"running value; Flax 0.9 is Lucid's 0.1); got {momentum!r}."
-            )
-    elif not isinstance(momentum, jax.Array):
-        raise TypeError(
-            f"{layer}: momentum must be a real number in [0, 1]; got "
-            f"{type(momentum).__name__} {momentum!r}."
-        )
-    return 1 - momentum
-
-
-def _stats_dtype(param_dtype: Dtype) -> Any:
-    """Running statistics are stored in float32 at least (float64 stays float64)."""
-    return _core.statistics_dtype(param_dtype)
-
-
-def _normalize(
-    layer: str,
-    x: Array,
-    scale: Array | None,
-    bias: Array | None,
-    running_mean: Array | None,
-    running_var: Array | None,
-    *,
-    training: bool,
-    momentum: Any,
-    epsilon: float,
-    channel_axis: int,
-    axis_name: str | None,
-    dtype: Dtype | None,
-    use_fast_variance: bool,
-) -> tuple[Array, Array | None, Array | None]:
-    """Call :func:`lucid_jax.instance_norm` with Flax's conventions.
-
-    ``momentum`` is Flax's. The output dtype is Flax's: ``dtype`` when given, else inferred
-    from the input and the parameters (standard promotion, also under strict promotion, where
-    it is explicit); the input is promoted to it first when that widens it, so e.g. bfloat16
-    input with float32 params is normalised in float32. ``use_fast_variance`` picks the
-    one-pass variance (see :func:`lucid_jax.instance_norm`'s ``variance_method``). New running
-    statistics carry no gradient (they are buffers).
-    """
-    # Flax's canonicalize_dtype: the promotion of the arguments, float32 if that is an int.
-    inferred = _core.result_dtype(x.dtype, *(None if p is None else p.dtype for p in (scale, bias)))
-    if not jnp.issubdtype(inferred, jnp.inexact):
-        inferred = jnp.dtype(jnp.float32)
-    out_dtype = inferred if dtype is None else jnp.dtype(dtype)
-    x = x.astype(_core.result_dtype(inferred, out_dtype))
-    y, new_mean, new_var = instance_norm(
-        x,
-        running_mean,
-        running_var,
-        scale,
-        bias,
-        training=training,
-        momentum=_lucid_momentum(layer, momentum),
-        eps=epsilon,
-        channel_axis=channel_axis,
-        axis_name=axis_name,
-        variance_method="one_pass" if use_fast_variance else "two_pass",
-    )
-    if new_mean is not None:
-        new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
-    return y.astype(out_dtype), new_mean, new_var
 
 
 # --- the linen module ----------------------------------------------------------------------
@@ -237,7 +141,7 @@ class InstanceNorm(nn.Module):
         """
         use_running_average = self._merge_use_running_average(use_running_average)
         x = jnp.asarray(x)
-        feature_shape = (_num_channels("InstanceNorm", x, self.channel_axis),)
+        feature_shape = (num_channels("InstanceNorm", x, self.channel_axis),)
 
         scale = (
             self.param("scale", self.scale_init, feature_shape, self.param_dtype)
@@ -253,12 +157,12 @@ class InstanceNorm(nn.Module):
         running_mean = running_var = None
         update = False
         if self.track_running_stats:
-            stats_dtype = _stats_dtype(self.param_dtype)
+            running_dtype = stats_dtype(self.param_dtype)
             ra_mean = self.variable(
-                "batch_stats", "mean", lambda s: jnp.zeros(s, stats_dtype), feature_shape
+                "batch_stats", "mean", lambda s: jnp.zeros(s, running_dtype), feature_shape
             )
             ra_var = self.variable(
-                "batch_stats", "var", lambda s: jnp.ones(s, stats_dtype), feature_shape
+                "batch_stats", "var", lambda s: jnp.ones(s, running_dtype), feature_shape
             )
             update = (
                 not use_running_average
@@ -268,7 +172,7 @@ class InstanceNorm(nn.Module):
             if use_running_average or update:
                 running_mean, running_var = ra_mean.value, ra_var.value
 
-        y, new_mean, new_var = _normalize(
+        y, new_mean, new_var = normalize(
             "InstanceNorm",
             x,
             scale,

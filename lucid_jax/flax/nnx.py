@@ -17,7 +17,7 @@ from flax.nnx.module import first_from
 from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
-from lucid_jax.flax.linen import _normalize, _num_channels, _stats_dtype
+from lucid_jax.flax._common import normalize, num_channels, stats_dtype
 
 Array = jax.Array
 
@@ -127,9 +127,9 @@ class InstanceNorm(nnx.Module):
         self.mean: nnx.BatchStat[Array] | None
         self.var: nnx.BatchStat[Array] | None
         if track_running_stats:
-            stats_dtype = _stats_dtype(param_dtype)
-            self.mean = nnx.BatchStat(jnp.zeros(feature_shape, stats_dtype))
-            self.var = nnx.BatchStat(jnp.ones(feature_shape, stats_dtype))
+            running_dtype = stats_dtype(param_dtype)
+            self.mean = nnx.BatchStat(jnp.zeros(feature_shape, running_dtype))
+            self.var = nnx.BatchStat(jnp.ones(feature_shape, running_dtype))
         else:
             self.mean = nnx.data(None)
             self.var = nnx.data(None)
@@ -171,7 +171,7 @@ class InstanceNorm(nnx.Module):
             ),
         )
         x = jnp.asarray(x)
-        channels = _num_channels("InstanceNorm", x, self.channel_axis)
+        channels = num_channels("InstanceNorm", x, self.channel_axis)
         if channels != self.num_features:
             raise ValueError(
                 f"InstanceNorm: the input has {channels} channels on channel_axis "
@@ -181,7 +181,7 @@ class InstanceNorm(nnx.Module):
 
         training = not use_running_average
         tracking = self.track_running_stats
-        y, new_mean, new_var = _normalize(
+        y, new_mean, new_var = normalize(
             "InstanceNorm",
             x,
             self.scale[...] if self.scale is not None else None,
