@@ -129,7 +129,7 @@ def instance_moments(
         # An infinite mean (an instance holding ±inf) is the mean: x - inf has nothing to add.
         centred_mean = jnp.where(jnp.isfinite(shift), centred_mean, 0)
     var = square_mean - jnp.square(centred_mean)
-    # max() keeps a rounding-negative variance at 0; NaN (``inf - inf``) stays NaN, as in Lucid.
+    # A rounding-negative variance becomes 0; NaN (``inf - inf``) stays NaN, as in Lucid.
     return shift, centred_mean, jnp.where(var < 0, 0, var)
 
 
