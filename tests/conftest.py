@@ -89,6 +89,25 @@ def reference_instance_norm(
     return np.moveaxis(y, 1, channel_axis), new_mean, new_var
 
 
+def channels_last_data(rng, shape=(4, 5, 6, 3), dtype=np.float32):
+    """Channels-last input with non-trivial statistics: ``(x, scale, bias, mean, var)``."""
+    import jax.numpy as jnp
+
+    c = shape[-1]
+    return (
+        jnp.asarray(rng.normal(2.0, 3.0, shape), dtype),
+        jnp.asarray(rng.normal(1.0, 0.5, c), dtype),  # scale
+        jnp.asarray(rng.normal(0.0, 0.5, c), dtype),  # bias
+        jnp.asarray(rng.normal(0.0, 1.0, c), dtype),  # running mean
+        jnp.asarray(rng.uniform(0.5, 2.0, c), dtype),  # running var
+    )
+
+
+def reference_channels_last(x, *args, **kwargs):
+    """:func:`reference_instance_norm` on channels-last data."""
+    return reference_instance_norm(x, *args, channel_axis=-1, **kwargs)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

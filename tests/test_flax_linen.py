@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import channels_last_data as _data
+from conftest import reference_channels_last as _reference_channels_last
 from conftest import reference_instance_norm
 from flax import serialization
 
@@ -28,28 +30,11 @@ from lucid_jax.flax.linen import InstanceNorm
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _data(rng, shape=(4, 5, 6, 3), dtype=np.float32):
-    """Channels-last input with non-trivial statistics, params and running stats."""
-    c = shape[-1]
-    return (
-        jnp.asarray(rng.normal(2.0, 3.0, shape), dtype),
-        jnp.asarray(rng.normal(1.0, 0.5, c), dtype),  # scale
-        jnp.asarray(rng.normal(0.0, 0.5, c), dtype),  # bias
-        jnp.asarray(rng.normal(0.0, 1.0, c), dtype),  # running mean
-        jnp.asarray(rng.uniform(0.5, 2.0, c), dtype),  # running var
-    )
-
-
 def _variables(scale, bias, mean=None, var=None):
     variables = {"params": {"scale": scale, "bias": bias}}
     if mean is not None:
         variables["batch_stats"] = {"mean": mean, "var": var}
     return variables
-
-
-def _reference_channels_last(x, *args, **kwargs):
-    """The float64 reference on channels-last data."""
-    return reference_instance_norm(x, *args, channel_axis=-1, **kwargs)
 
 
 # --- variables -----------------------------------------------------------------------------

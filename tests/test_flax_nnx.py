@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import channels_last_data as _data
+from conftest import reference_channels_last as _reference_channels_last
 from conftest import reference_instance_norm
 from flax import nnx, serialization
 
@@ -29,27 +31,12 @@ from lucid_jax.flax.nnx import InstanceNorm
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _data(rng, shape=(4, 5, 6, 3), dtype=np.float32):
-    c = shape[-1]
-    return (
-        jnp.asarray(rng.normal(2.0, 3.0, shape), dtype),
-        jnp.asarray(rng.normal(1.0, 0.5, c), dtype),  # scale
-        jnp.asarray(rng.normal(0.0, 0.5, c), dtype),  # bias
-        jnp.asarray(rng.normal(0.0, 1.0, c), dtype),  # running mean
-        jnp.asarray(rng.uniform(0.5, 2.0, c), dtype),  # running var
-    )
-
-
 def _layer(scale, bias, mean, var, **kwargs):
     layer = InstanceNorm(scale.shape[0], rngs=nnx.Rngs(0), **kwargs)
     layer.scale[...], layer.bias[...] = scale, bias
     if mean is not None:
         layer.mean[...], layer.var[...] = mean, var
     return layer
-
-
-def _reference_channels_last(x, *args, **kwargs):
-    return reference_instance_norm(x, *args, channel_axis=-1, **kwargs)
 
 
 # --- state ------------------------------------------------------------------------------------
