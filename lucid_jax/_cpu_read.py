@@ -57,8 +57,7 @@ def _jvp(primals, tangents):
 
 
 def _transpose(cotangents, *operands):
-    cotangents = [ad.instantiate_zeros(ct) if type(ct) is ad.Zero else ct for ct in cotangents]
-    return list(cpu_private_read(*cotangents))
+    return list(cpu_private_read(*(ad.instantiate_zeros(ct) for ct in cotangents)))
 
 
 ad.primitive_jvps[_cpu_private_read_p] = _jvp

@@ -46,11 +46,6 @@ def lucid_momentum(layer: str, momentum: Any) -> Any:
     return 1 - momentum
 
 
-def stats_dtype(param_dtype: Dtype) -> Any:
-    """Running statistics are stored in float32 at least (float64 stays float64)."""
-    return _core.statistics_dtype(param_dtype)
-
-
 def normalize(
     layer: str,
     x: Array,

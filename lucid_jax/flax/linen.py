@@ -27,7 +27,8 @@ from flax import linen as nn
 from flax.typing import Dtype, Initializer
 from jax.nn import initializers
 
-from lucid_jax.flax._common import normalize, num_channels, stats_dtype
+from lucid_jax._core import statistics_dtype
+from lucid_jax.flax._common import normalize, num_channels
 
 Array = jax.Array
 
@@ -157,7 +158,7 @@ class InstanceNorm(nn.Module):
         running_mean = running_var = None
         update = False
         if self.track_running_stats:
-            running_dtype = stats_dtype(self.param_dtype)
+            running_dtype = statistics_dtype(self.param_dtype)
             ra_mean = self.variable(
                 "batch_stats", "mean", lambda s: jnp.zeros(s, running_dtype), feature_shape
             )

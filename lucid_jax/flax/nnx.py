@@ -17,7 +17,8 @@ from flax.nnx.module import first_from
 from flax.nnx.nn import initializers
 from flax.typing import Dtype, Initializer
 
-from lucid_jax.flax._common import normalize, num_channels, stats_dtype
+from lucid_jax._core import statistics_dtype
+from lucid_jax.flax._common import normalize, num_channels
 
 Array = jax.Array
 
@@ -127,7 +128,7 @@ class InstanceNorm(nnx.Module):
         self.mean: nnx.BatchStat[Array] | None
         self.var: nnx.BatchStat[Array] | None
         if track_running_stats:
-            running_dtype = stats_dtype(param_dtype)
+            running_dtype = statistics_dtype(param_dtype)
             self.mean = nnx.BatchStat(jnp.zeros(feature_shape, running_dtype))
             self.var = nnx.BatchStat(jnp.ones(feature_shape, running_dtype))
         else:
