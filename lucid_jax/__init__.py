@@ -1,9 +1,9 @@
-"""lucid-jax: Lucid's ``instance_norm`` for JAX.
+"""lucid-jax: Lucid's `instance_norm` for JAX.
 
-- :func:`instance_norm` — the pure function (returns output and new running stats).
-- :mod:`lucid_jax.nn` — the Lucid face: ``Buffer``, the stateful
-  ``nn.functional.instance_norm`` shim and ``InstanceNorm1d/2d/3d`` modules.
-- :mod:`lucid_jax.flax` — Flax linen and nnx layers (needs the ``flax`` extra).
+- `instance_norm` — the pure function (returns output and new running stats).
+- `lucid_jax.nn` — the Lucid face: `Buffer`, the stateful
+  `nn.functional.instance_norm` shim and `InstanceNorm1d/2d/3d` modules.
+- `lucid_jax.flax` — Flax linen and nnx layers (needs the `flax` extra).
 """
 
 from lucid_jax import functional, nn

@@ -1,4 +1,4 @@
-"""``python -m lucid_jax``: a short tour (what ``make demo`` runs)."""
+"""`python -m lucid_jax`: a short tour (what `make demo` runs)."""
 
 from __future__ import annotations
 

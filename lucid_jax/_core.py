@@ -1,25 +1,29 @@
 """The one implementation of instance normalisation: statistics, normalisation, running stats.
 
-Everything here is pure, shape-polymorphic over ``(N, C, *S)`` with any ``channel_axis``
-(but 0), and safe under ``jit``/``vmap``/``grad``/``jvp``. Nothing outside this module computes
+Everything here is pure, shape-polymorphic over `(N, C, *S)` with any `channel_axis`
+(but 0), and safe under `jit`/`vmap`/`grad`/`jvp`. Nothing outside this module computes
 a mean or a variance. Arguments are assumed valid: checking happens once, in
-:mod:`lucid_jax.functional`.
+`lucid_jax.functional`.
 
-Maths, for an instance ``x[n, c, ...]`` with ``S`` spatial elements::
+Maths, for an instance `x[n, c, ...]` with `S` spatial elements:
 
-    mean[n, c] = (1/S) Σ_s x[n, c, s]
-    var[n, c]  = (1/S) Σ_s (x[n, c, s] - mean[n, c])²        (biased, as Lucid)
-    y[n, c, s] = (x[n, c, s] - mean[n, c]) / sqrt(var[n, c] + eps) * weight[c] + bias[c]
+```text
+mean[n, c] = (1/S) Σ_s x[n, c, s]
+var[n, c]  = (1/S) Σ_s (x[n, c, s] - mean[n, c])²        (biased, as Lucid)
+y[n, c, s] = (x[n, c, s] - mean[n, c]) / sqrt(var[n, c] + eps) * weight[c] + bias[c]
+```
 
-and, in training with running statistics (Lucid's momentum convention)::
+and, in training with running statistics (Lucid's momentum convention):
 
-    running_mean ← momentum · mean_n(mean[n, :]) + (1 - momentum) · running_mean
-    running_var  ← momentum · mean_n(var[n, :])  + (1 - momentum) · running_var
+```text
+running_mean ← momentum · mean_n(mean[n, :]) + (1 - momentum) · running_mean
+running_var  ← momentum · mean_n(var[n, :])  + (1 - momentum) · running_var
+```
 
 The program is the same on every backend and for every value: no branch depends on the data
-(no ``lax.cond``/``while_loop``), so nothing stalls the host on GPU, ``vmap`` runs one
+(no `lax.cond`/`while_loop`), so nothing stalls the host on GPU, `vmap` runs one
 program, and sharding adds no collective beyond the statistics themselves. The only
-backend-specific pieces are XLA:CPU fusion hints (:func:`lucid_jax._cpu_read.cpu_private_read`),
+backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_read.cpu_private_read`),
 chosen when the program is lowered for a platform.
 """
 
@@ -38,7 +42,7 @@ from lucid_jax._cpu_read import cpu_private_read
 
 Array = jax.Array
 
-#: How the per-instance variance is taken (a static choice, see :func:`instance_moments`).
+#: How the per-instance variance is taken (a static choice, see `instance_moments`).
 VarianceMethod = Literal["two_pass", "one_pass"]
 VARIANCE_METHODS: tuple[str, ...] = ("two_pass", "one_pass")
 
@@ -47,7 +51,7 @@ def statistics_dtype(dtype: jnp.dtype) -> jnp.dtype:
     """The dtype statistics accumulate in: float32 for 16- and 32-bit floats, float64 stays.
 
     Chosen by size rather than by type promotion, so it holds under
-    ``jax.numpy_dtype_promotion("strict")`` too.
+    `jax.numpy_dtype_promotion("strict")` too.
     """
     return jnp.dtype(jnp.float64) if jnp.dtype(dtype).itemsize >= 8 else jnp.dtype(jnp.float32)
 
@@ -64,25 +68,25 @@ def result_dtype(*dtypes: jnp.dtype | None) -> jnp.dtype:
 
 
 def reduction_axes(ndim: int, channel_axis: int) -> tuple[int, ...]:
-    """Every axis but the batch axis (0) and ``channel_axis`` (already non-negative)."""
+    """Every axis but the batch axis (0) and `channel_axis` (already non-negative)."""
     return tuple(a for a in range(1, ndim) if a != channel_axis)
 
 
 def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
-    """Reshape a ``(C,)`` vector so that it broadcasts against the input along channel_axis."""
+    """Reshape a `(C,)` vector so that it broadcasts against the input along channel_axis."""
     shape = [1] * ndim
     shape[channel_axis] = values.shape[0]
     return values.reshape(shape)
 
 
 def _mean(x: Array, axes: tuple[int, ...]) -> Array:
-    """``Σ x / n`` over ``axes`` (kept), with a true division, as numpy's (and Lucid's) mean.
+    """`Σ x / n` over `axes` (kept), with a true division, as numpy's (and Lucid's) mean.
 
     XLA rewrites a division by a constant into a multiplication by its rounded reciprocal,
     which is off by an ulp: the mean of seven 123.25s would not be 123.25, and a constant
     instance would get a variance of ~1e-18 instead of 0 (it does so for any scalar divisor,
-    constant or not). Dividing by ``n`` per instance, an array hidden behind an optimization
-    barrier (``N·C`` elements: free on every backend), keeps the division.
+    constant or not). Dividing by `n` per instance, an array hidden behind an optimization
+    barrier (`N·C` elements: free on every backend), keeps the division.
     """
     total = jnp.sum(x, axis=axes, keepdims=True)
     count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in axes)))
@@ -92,26 +96,26 @@ def _mean(x: Array, axes: tuple[int, ...]) -> Array:
 def instance_moments(
     x: Array, axes: tuple[int, ...], variance_method: VarianceMethod, dtype: jnp.dtype
 ) -> tuple[Array, Array, Array]:
-    """Per-instance ``(shift, centred_mean, var)`` in ``dtype``: ``mean = shift + centred_mean``.
+    """Per-instance `(shift, centred_mean, var)` in `dtype`: `mean = shift + centred_mean`.
 
-    ``var`` is the biased variance. Which formula is used is the static ``variance_method``:
+    `var` is the biased variance. Which formula is used is the static `variance_method`:
 
-    ``"two_pass"`` (the default; accurate at any mean, for any layout)
-        A first reduction takes the mean ``s`` of each instance (rounded, a few ulps off);
-        a second takes ``E[d]`` and ``E[d²]`` of ``d = x - s`` and ``var = E[d²] - E[d]²``.
-        As ``s`` is the instance's own mean, ``E[d]`` is tiny and the subtraction cancels
+    `"two_pass"` (the default; accurate at any mean, for any layout)
+        A first reduction takes the mean `s` of each instance (rounded, a few ulps off);
+        a second takes `E[d]` and `E[d²]` of `d = x - s` and `var = E[d²] - E[d]²`.
+        As `s` is the instance's own mean, `E[d]` is tiny and the subtraction cancels
         nothing, whatever the mean and however the values are laid out (no sample decides
-        anything). ``d`` is exact wherever ``x`` is within a factor 2 of ``s`` (Sterbenz),
-        and the mean is kept as the unrounded pair ``s + E[d]``, so the output's centring
-        ``(x - s) - E[d]`` is accurate to a few ulps of the data's spread, not of its mean.
+        anything). `d` is exact wherever `x` is within a factor 2 of `s` (Sterbenz),
+        and the mean is kept as the unrounded pair `s + E[d]`, so the output's centring
+        `(x - s) - E[d]` is accurate to a few ulps of the data's spread, not of its mean.
         Cost: the input is read three times (two statistic passes and the output).
-    ``"one_pass"`` (fastest; for data known to sit near zero)
-        ``E[x]`` and ``E[x²]`` in one pass, ``var = E[x²] - E[x]²``. Its relative error grows
-        like ``(mean² / var) · ulp``: fine for activations of mean ≲ std, wrong in float32
+    `"one_pass"` (fastest; for data known to sit near zero)
+        `E[x]` and `E[x²]` in one pass, `var = E[x²] - E[x]²`. Its relative error grows
+        like `(mean² / var) · ulp`: fine for activations of mean ≲ std, wrong in float32
         for, say, mean 1e4 and std 1 (every digit cancels).
 
-    Non-finite data follows Lucid's float arithmetic: an instance holding ``±inf`` has mean
-    ``±inf`` and variance NaN (``inf - inf``); a square that overflows gives variance ``inf``.
+    Non-finite data follows Lucid's float arithmetic: an instance holding `±inf` has mean
+    `±inf` and variance NaN (`inf - inf`); a square that overflows gives variance `inf`.
     """
     # Each reduction reads x through a barrier with its own partner on CPU (see
     # lucid_jax._cpu_read): the partners are distinct, and used, so XLA merges none of them.
@@ -129,7 +133,7 @@ def instance_moments(
         # An infinite mean (an instance holding ±inf) is the mean: x - inf has nothing to add.
         centred_mean = jnp.where(jnp.isfinite(shift), centred_mean, 0)
     var = square_mean - jnp.square(centred_mean)
-    # A rounding-negative variance becomes 0; NaN (``inf - inf``) stays NaN, as in Lucid.
+    # A rounding-negative variance becomes 0; NaN (`inf - inf`) stays NaN, as in Lucid.
     return shift, centred_mean, jnp.where(var < 0, 0, var)
 
 
@@ -141,11 +145,11 @@ def _train_forward(
     axes: tuple[int, ...],
     variance_method: VarianceMethod,
 ) -> tuple[Array, Array, Array, Array, Array]:
-    """Normalise with instance statistics; returns ``(y, shift, centred_mean, var, inv_std)``.
+    """Normalise with instance statistics; returns `(y, shift, centred_mean, var, inv_std)`.
 
-    Everything is in ``eps``'s dtype (the computation dtype; ``y`` too, the caller casts);
-    the mean is ``shift + centred_mean``; ``weight``/``bias`` already broadcast against ``x``;
-    the statistics keep ``axes``.
+    Everything is in `eps`'s dtype (the computation dtype; `y` too, the caller casts);
+    the mean is `shift + centred_mean`; `weight`/`bias` already broadcast against `x`;
+    the statistics keep `axes`.
     """
     dtype = eps.dtype
     shift, centred_mean, var = instance_moments(x, axes, variance_method, dtype)
@@ -166,29 +170,29 @@ def train_normalize(
     axes: tuple[int, ...],
     variance_method: VarianceMethod,
 ) -> tuple[Array, Array, Array]:
-    r"""Normalise ``x`` with each instance's own statistics; returns ``(y, mean, var)``.
+    r"""Normalise `x` with each instance's own statistics; returns `(y, mean, var)`.
 
-    ``y = (x - mean) · rsqrt(var + eps) · weight + bias``, ``mean`` and the biased ``var`` are
-    all in ``eps``'s dtype (the computation dtype: at least float32); the statistics keep the
-    reduced ``axes`` as size-1 dims; ``weight``/``bias`` (or None) broadcast against ``x``.
+    `y = (x - mean) · rsqrt(var + eps) · weight + bias`, `mean` and the biased `var` are
+    all in `eps`'s dtype (the computation dtype: at least float32); the statistics keep the
+    reduced `axes` as size-1 dims; `weight`/`bias` (or None) broadcast against `x`.
 
-    The derivative is a forward-mode rule (so ``jvp``, ``grad``, and every higher order in both
-    modes work: JAX transposes it for reverse mode). With ``r = (σ² + ε)^{-1/2}``, the mean
-    ``μ = s + m`` held as a shift ``s`` plus a small centred mean ``m`` (see
-    :func:`instance_moments`), and ``d = x - s``:
+    The derivative is a forward-mode rule (so `jvp`, `grad`, and every higher order in both
+    modes work: JAX transposes it for reverse mode). With `r = (σ² + ε)^{-1/2}`, the mean
+    `μ = s + m` held as a shift `s` plus a small centred mean `m` (see
+    `instance_moments`), and `d = x - s`:
 
-    .. math::
+    $$
+    \dot y = w r\,\dot x + \big(\dot b - w r\,\overline{\dot x} - m\,\dot\rho\big)
+             + d\,\dot\rho, \qquad \dot\rho = w \dot r + r \dot w,
+    \qquad \dot r = -\tfrac12 r^3\,\big(2\,(\overline{d\,\dot x}
+             - m\,\overline{\dot x}) + \dot\varepsilon\big)
+    $$
 
-        \dot y = w r\,\dot x + \big(\dot b - w r\,\overline{\dot x} - m\,\dot\rho\big)
-                 + d\,\dot\rho, \qquad \dot\rho = w \dot r + r \dot w,
-        \qquad \dot r = -\tfrac12 r^3\,\big(2\,(\overline{d\,\dot x}
-                 - m\,\overline{\dot x}) + \dot\varepsilon\big)
-
-    (overlines are means over the instance; ``d - m = x - μ``). Its transpose needs just two
-    per-instance reductions of the cotangent ``g`` — ``Σ g`` and ``Σ g·d`` — and one
+    (overlines are means over the instance; `d - m = x - μ`). Its transpose needs just two
+    per-instance reductions of the cotangent `g` — `Σ g` and `Σ g·d` — and one
     elementwise pass: the bracketed per-instance terms are summed *before* they broadcast, so
-    ``Σ g`` serves ``ḃ``, the mean's and the shift's terms, and ``Σ g·d`` both ``ẇ`` and the
-    variance's. ``d`` is recomputed from ``x`` inside each fusion (one subtraction, which XLA
+    `Σ g` serves `ḃ`, the mean's and the shift's terms, and `Σ g·d` both `ẇ` and the
+    variance's. `d` is recomputed from `x` inside each fusion (one subtraction, which XLA
     fuses into the reduction), so no activation-sized intermediate outlives its fusion (XLA's
     compiled temporary memory of a forward+backward stays near zero) and low-precision input
     is converted on the fly, never materialised in float32.
@@ -210,9 +214,9 @@ def _train_normalize_jvp(axes, variance_method, primals, tangents):
         return jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, var.shape))
 
     dx = dx.astype(dtype)
-    # ``d`` twice, each through a read of x of its own (see lucid_jax._cpu_read: a no-op but on
+    # `d` twice, each through a read of x of its own (see lucid_jax._cpu_read: a no-op but on
     # CPU): once for the terms whose transpose is elementwise, once for the term whose
-    # transpose reduces ``g·d``.
+    # transpose reduces `g·d`.
     x_read, shift_read, inv_std = cpu_private_read(x, shift, inv_std)
     shifted = x_read.astype(dtype) - shift_read
     x_read, shift_read, centred_mean = cpu_private_read(x, shift, centred_mean)
@@ -225,7 +229,7 @@ def _train_normalize_jvp(axes, variance_method, primals, tangents):
     offset = -scale * dmean - centred_mean * dscale  # per instance (see the docstring)
     if bias is not None:
         # A barrier on a per-instance value (free on every backend) keeps XLA from folding
-        # the transpose's Σ_n Σ_s g into a second full reduction of g: ``ḃ``'s cotangent
+        # the transpose's Σ_n Σ_s g into a second full reduction of g: `ḃ`'s cotangent
         # reuses the per-instance Σ_s g. Measured on CPU, (8,64,64,64) forward+backward: five
         # activation-sized reductions with it, six without.
         offset = offset + lax.optimization_barrier(per_instance(dbias))
@@ -247,14 +251,14 @@ def normalize(
     axis_name: str | Sequence[str] | None,
     variance_method: VarianceMethod = "two_pass",
 ) -> tuple[Array, Array | None, Array | None]:
-    """Instance norm with Lucid's semantics; returns ``(y, new_running_mean, new_running_var)``.
+    """Instance norm with Lucid's semantics; returns `(y, new_running_mean, new_running_var)`.
 
-    ``use_instance_stats`` is Lucid's ``training`` (or no running stats to fall back on): the
+    `use_instance_stats` is Lucid's `training` (or no running stats to fall back on): the
     output is normalised with each instance's own statistics, and running stats, when given,
     are updated. Otherwise the running stats normalise and are returned unchanged.
-    ``y``'s dtype is :func:`result_dtype` of ``x``, ``weight`` and ``bias``; the arithmetic is
-    in :func:`statistics_dtype` of it; the running stats keep their own dtypes.
-    Arguments must already be checked (see :func:`lucid_jax.functional.instance_norm`).
+    `y`'s dtype is `result_dtype` of `x`, `weight` and `bias`; the arithmetic is
+    in `statistics_dtype` of it; the running stats keep their own dtypes.
+    Arguments must already be checked (see `lucid_jax.functional.instance_norm`).
     """
     ndim = x.ndim
     axes = reduction_axes(ndim, channel_axis)
@@ -297,7 +301,7 @@ def _batch_average(stat: Array, channel_axis: int, axis_name: str | Sequence[str
 
 
 def _running_update(old: Array, batch: Array, momentum: Array | float) -> Array:
-    """Lucid's convention: ``momentum · batch + (1 - momentum) · old``, in old's dtype."""
+    """Lucid's convention: `momentum · batch + (1 - momentum) · old`, in old's dtype."""
     dtype = result_dtype(old.dtype, batch.dtype)
     m = jnp.asarray(momentum, dtype)
     new = m * batch.astype(dtype) + (1 - m) * old.astype(dtype)

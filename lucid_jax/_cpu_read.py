@@ -1,10 +1,10 @@
-"""``cpu_private_read(x, *partners)``: the operands themselves, as values of their own on CPU.
+"""`cpu_private_read(x, *partners)`: the operands themselves, as values of their own on CPU.
 
 Why it exists: XLA:CPU hands each reduction to a library kernel (one fusion per reduction,
 fed by elementwise producers) and never duplicates a producer that two consumers share. A
-``x - shift`` (or a bfloat16→float32 conversion of ``x``) that feeds two reductions, or a
+`x - shift` (or a bfloat16→float32 conversion of `x`) that feeds two reductions, or a
 reduction and the output, is therefore materialised as an activation-sized temporary: written
-once and read back by each consumer. Reading ``x`` through an optimization barrier of its
+once and read back by each consumer. Reading `x` through an optimization barrier of its
 own (see below for what makes two barriers distinct) gives each consumer its own read and
 keeps every producer inside its consumer's fusion. Measured on the 2-core CI machine against
 the same core with this function made the identity, in units of R (one read and one write
@@ -14,7 +14,7 @@ of the input, timed in the same rounds), float32, channels first:
 forward+backward is about 4 % slower with them (2.85–3.08 R against 2.61–2.96 R).
 
 XLA drops barrier operands that nothing uses and merges barriers with equal operands, so the
-barrier is over ``(x, *partners)``: small arrays computed before the read (per-instance
+barrier is over `(x, *partners)`: small arrays computed before the read (per-instance
 statistics) that the consumer *uses* from the barrier's output, a different set for each read
 (measured: constant tags or unused partners are merged away). A per-instance value broadcast
 inside the consumer must come from the barrier too, or its broadcast, shared with other
@@ -24,7 +24,7 @@ Elsewhere the identity is right, and a barrier would cost: GPU and TPU fusions r
 shared elementwise producers, and sibling reductions of the same operand fuse into one kernel
 that reads it once, which distinct barrier outputs would prevent. So this is a primitive
 whose *lowering* is chosen per platform — a barrier on CPU, nothing elsewhere — which leaves
-no ``case`` on a platform index in the program (as :func:`jax.lax.platform_dependent` would)
+no `case` on a platform index in the program (as `jax.lax.platform_dependent` would)
 and no trace of itself outside CPU. It is the identity for every transformation: linear (its
 own transpose), batched elementwise, sharding-transparent.
 """
@@ -42,7 +42,7 @@ _cpu_private_read_p = Primitive("lucid_jax_cpu_private_read")
 
 
 def cpu_private_read(x: jax.Array, *partners: jax.Array) -> tuple[jax.Array, ...]:
-    """``(x, *partners)``; on XLA:CPU, through one optimization barrier. Use every output."""
+    """`(x, *partners)`; on XLA:CPU, through one optimization barrier. Use every output."""
     return tuple(_cpu_private_read_p.bind(x, *partners))
 
 

@@ -1,4 +1,4 @@
-"""``Tensor``: Lucid's array constructor, returning a plain JAX array."""
+"""`Tensor`: Lucid's array constructor, returning a plain JAX array."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 
 
 def Tensor(data: Any, dtype: Any = None) -> jax.Array:
-    """Build a JAX array the way ``lucid.Tensor`` builds a tensor.
+    """Build a JAX array the way `lucid.Tensor` builds a tensor.
 
     Python floats (and lists of them) become float32, as in Lucid, even when JAX's x64 mode is
-    on; arrays keep their dtype; ``dtype`` overrides both. Buffers are unwrapped.
+    on; arrays keep their dtype; `dtype` overrides both. Buffers are unwrapped.
 
     Example:
       >>> from lucid_jax import Tensor

@@ -1,6 +1,6 @@
-"""The public pure API: :func:`instance_norm` and its result type.
+"""The public pure API: `instance_norm` and its result type.
 
-Argument checking lives here, once; the maths lives in :mod:`lucid_jax._core`.
+Argument checking lives here, once; the maths lives in `lucid_jax._core`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ __all__ = ["InstanceNormOutput", "instance_norm"]
 
 
 class InstanceNormOutput(NamedTuple):
-    """What :func:`instance_norm` returns.
+    """What [`instance_norm`][lucid_jax.instance_norm] returns.
 
     Attributes:
       output: the normalised input, same shape and (floating) dtype as the input.
-      running_mean: the new running mean, shape ``(C,)``; ``None`` when none was given.
-      running_var: the new running variance, shape ``(C,)``; ``None`` when none was given.
+      running_mean: the new running mean, shape `(C,)`; `None` when none was given.
+      running_var: the new running variance, shape `(C,)`; `None` when none was given.
     """
 
     output: Array
@@ -57,57 +57,59 @@ def instance_norm(
 ) -> InstanceNormOutput:
     r"""Instance normalisation with Lucid 2.14.5's semantics, as a pure function.
 
-    For input ``x`` of shape ``(N, C, *S)`` (channels on ``channel_axis``), each instance
-    ``x[n, c]`` is normalised by its own statistics over every other axis:
+    For input `x` of shape `(N, C, *S)` (channels on `channel_axis`), each instance
+    `x[n, c]` is normalised by its own statistics over every other axis:
 
-    .. math::
+    $$
+    \mu_{nc} = \frac{1}{|S|}\sum_s x_{ncs}, \qquad
+    \sigma^2_{nc} = \frac{1}{|S|}\sum_s (x_{ncs} - \mu_{nc})^2 \quad\text{(biased)},
+    $$
 
-        \mu_{nc} = \tfrac{1}{|S|}\sum_s x_{ncs}, \qquad
-        \sigma^2_{nc} = \tfrac{1}{|S|}\sum_s (x_{ncs} - \mu_{nc})^2 \quad\text{(biased)}
-
-        y_{ncs} = \frac{x_{ncs} - \mu_{nc}}{\sqrt{\sigma^2_{nc} + \epsilon}}\,w_c + b_c
+    $$
+    y_{ncs} = \frac{x_{ncs} - \mu_{nc}}{\sqrt{\sigma^2_{nc} + \epsilon}}\,w_c + b_c .
+    $$
 
     In training with running statistics, they are updated with Lucid's convention
-    ``new = momentum * mean_n(stat) + (1 - momentum) * old`` (the biased variance feeds the
+    `new = momentum * mean_n(stat) + (1 - momentum) * old` (the biased variance feeds the
     running variance, unlike PyTorch) and returned; nothing is modified in place. With
-    ``training=False`` the running statistics normalise instead, or, when there are none,
+    `training=False` the running statistics normalise instead, or, when there are none,
     the instance statistics do.
 
-    The output's dtype is the standard promotion of the input's, ``weight``'s and ``bias``'s
+    The output's dtype is the standard promotion of the input's, `weight`'s and `bias`'s
     (as Lucid's numpy and Flax: bfloat16 input with float32 weight gives float32), also under
-    ``jax.numpy_dtype_promotion("strict")``; integer input is promoted to the default float
+    `jax.numpy_dtype_promotion("strict")`; integer input is promoted to the default float
     dtype. Statistics and arithmetic are in float32 at least (float64 stays float64). The
     returned running statistics keep the dtype they were given in.
 
     The program is the same for every value (no branch on data) and every backend, and all
-    choices are static, so the function can be called under ``jit``, ``vmap``, ``grad``,
-    ``jvp``, ``shard_map``, ``pmap`` and with sharded inputs.
+    choices are static, so the function can be called under `jit`, `vmap`, `grad`,
+    `jvp`, `shard_map`, `pmap` and with sharded inputs.
 
     Args:
-      input_: array of shape ``(N, C, *S)`` with at least one spatial axis.
-      running_mean: ``(C,)`` running mean, or ``None``. Give both running stats or neither.
-      running_var: ``(C,)`` running (biased) variance, or ``None``.
-      weight: ``(C,)`` scale, or ``None`` for 1.
-      bias: ``(C,)`` shift, or ``None`` for 0.
+      input_: array of shape `(N, C, *S)` with at least one spatial axis.
+      running_mean: `(C,)` running mean, or `None`. Give both running stats or neither.
+      running_var: `(C,)` running (biased) variance, or `None`.
+      weight: `(C,)` scale, or `None` for 1.
+      bias: `(C,)` shift, or `None` for 0.
       training: a Python bool: normalise with instance statistics and update running stats.
-      momentum: in ``[0, 1]``, Lucid's convention (weight of the new batch statistic).
-      eps: ``>= 0``, added to the variance.
+      momentum: in `[0, 1]`, Lucid's convention (weight of the new batch statistic).
+      eps: `>= 0`, added to the variance.
       channel_axis: the channel axis, any but 0 (1 is Lucid's layout, -1 Flax's).
-      axis_name: a mapped axis name (``shard_map``/``pmap``): the batch statistics feeding
+      axis_name: a mapped axis name (`shard_map`/`pmap`): the batch statistics feeding
         the running stats are averaged over it too, so every shard gets the global update.
-      variance_method: how each instance's variance is taken (static). ``"two_pass"`` (the
+      variance_method: how each instance's variance is taken (static). `"two_pass"` (the
         default): the mean first, then the moments around it; accurate at any mean and for
-        any layout of values, at the cost of one more read of the input. ``"one_pass"``:
-        ``E[x²] - E[x]²`` from one read; as accurate only for data whose mean is no more than
+        any layout of values, at the cost of one more read of the input. `"one_pass"`:
+        `E[x²] - E[x]²` from one read; as accurate only for data whose mean is no more than
         about its standard deviation (typical activations), wrong in float32 far from zero.
 
     Returns:
-      :class:`InstanceNormOutput` ``(output, running_mean, running_var)``.
+      [`InstanceNormOutput`][lucid_jax.InstanceNormOutput] `(output, running_mean, running_var)`.
 
     Raises:
       TypeError: non-numeric input or arguments of the wrong kind.
-      ValueError: wrong shapes, only one running statistic, momentum outside ``[0, 1]``,
-        negative ``eps``, a zero-size spatial axis.
+      ValueError: wrong shapes, only one running statistic, momentum outside `[0, 1]`,
+        negative `eps`, a zero-size spatial axis.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -206,9 +208,9 @@ def _as_input(input_: Any) -> Array:
 
 
 def check_channel_axis(channel_axis: Any, ndim: int, caller: str = "instance_norm") -> int:
-    """``channel_axis`` as a non-negative axis of an ``ndim``-dim input, or a clear error.
+    """`channel_axis` as a non-negative axis of an `ndim`-dim input, or a clear error.
 
-    Shared with the Flax layers (``caller`` names the one whose argument is wrong).
+    Shared with the Flax layers (`caller` names the one whose argument is wrong).
     """
     if not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool):
         raise TypeError(
