@@ -1,4 +1,4 @@
-# Entry points: `make demo` and `make test` (the README's two commands); `make bench`,
+# Entry points: `make demo` and `make test` (the README's two commands); `make docs`, `make bench`,
 # `make accuracy`, `make scaling`, `make lint`, `make dist`; and the heavier checks `.ci/run`
 # adds: `make test-wheel`, `make test-oldest`, `make test-peers`.
 # Each creates its own virtual environment and installs what it needs, so a fresh clone on a
@@ -25,7 +25,7 @@ PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 PYTHON312 ?= $(firstword $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; \
 	do "$$p" -c "" 2>/dev/null && echo "$$p"; done) $(PYTHON))
 
-.PHONY: notebooks demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
+.PHONY: docs notebooks demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
 	lint format clean
 
 $(BIN)/python:
@@ -106,6 +106,15 @@ test-oldest:
 		test_properties.py test_shim_and_modules.py test_flax_linen.py test_flax_nnx.py \
 		test_flax_training.py
 
+# The docs site, built strictly (a warning, a broken link or reference fails) into site/. The
+# notebooks are executed by the build, so it needs their libraries and the Flax extra too.
+$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[docs,flax,notebooks]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # Sync each notebook's .ipynb with its jupytext source notebooks/NN_name.py (edit the .py).
 notebooks: $(VENV)/.dev-installed
 	$(BIN)/jupytext --sync notebooks/0*.py
@@ -128,4 +137,5 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format lucid_jax tests benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist site .cache .pytest_cache .ruff_cache \
+		.hypothesis

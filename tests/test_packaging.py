@@ -18,7 +18,8 @@ GITHUB = re.compile(r"(?:https://github\.com|colab\.research\.google\.com/github
 
 
 def _texts():
-    paths = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted(ROOT.glob("notebooks/*"))]
+    paths = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "mkdocs.yml"]
+    paths += [*sorted(ROOT.glob("notebooks/*")), *sorted(ROOT.glob("docs/*.md"))]
     paths += sorted((ROOT / "lucid_jax").rglob("*.py"))
     return [(p.relative_to(ROOT), p.read_text()) for p in paths if p.is_file()]
 

@@ -1,0 +1,57 @@
+"""The Python examples of the README and of the docs' guides run, in order, as a reader would.
+
+Each page's ```python blocks run one after another in one namespace (a later block may use
+names an earlier one defined), so an example that drifts from the API fails here. Blocks that
+import the real Lucid (the "Lucid" side of a side-by-side example) are skipped: Lucid is not a
+dependency.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import ROOT, skip_without_source_tree
+
+skip_without_source_tree("README.md", "docs")
+
+#: Pages whose examples run in-process. docs/scaling.md sets up 8 host devices before JAX
+#: starts, so tests/test_sharding.py runs its example in a subprocess instead.
+PAGES = ["README.md", "docs/pure-or-shim.md", "docs/flax.md", "docs/porting.md"]
+
+
+REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
+
+
+def python_blocks(text: str) -> list[str]:
+    """The fenced ```python blocks of a Markdown text, in order, dedented (content tabs)."""
+    blocks = []
+    for indent, body in re.findall(r"^( *)```python\n(.*?)^\1```", text, re.M | re.S):
+        lines = [line.removeprefix(indent) for line in body.splitlines()]
+        blocks.append("\n".join(lines))
+    return blocks
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_the_page_examples_run(page):
+    path = ROOT / page
+    if not path.exists():
+        pytest.skip(f"{page} does not exist")
+    blocks = python_blocks(path.read_text())
+    assert blocks, f"{page} has no python example"
+    namespace: dict = {"__name__": "__docs__"}
+    for number, block in enumerate(blocks, 1):
+        if REAL_LUCID.search(block):
+            continue
+        code = compile(block, f"{page}, python block {number}", "exec")
+        exec(code, namespace)  # the documentation's own examples
+
+
+def test_blocks_of_the_real_lucid_are_told_apart():
+    assert REAL_LUCID.search("import lucid.nn as nn") and REAL_LUCID.search("from lucid import x")
+    assert not REAL_LUCID.search("import lucid_jax.nn as nn\nfrom lucid_jax import Tensor")
+
+
+def test_python_blocks_are_found_in_content_tabs():
+    text = '=== "a"\n\n    ```python\n    x = 1\n    ```\n\n```python\ny = 2\n```\n'
+    assert python_blocks(text) == ["x = 1", "y = 2"]
