@@ -23,7 +23,7 @@ running_var  ← momentum · mean_n(var[n, :])  + (1 - momentum) · running_var
 The program is the same on every backend and for every value: no branch depends on the data
 (no `lax.cond`/`while_loop`), so nothing stalls the host on GPU, `vmap` runs one
 program, and sharding adds no collective beyond the statistics themselves. The only
-backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_read.cpu_private_read`),
+backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_barrier.cpu_only_barrier`),
 chosen when the program is lowered for a platform.
 """
 
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lucid_jax._cpu_read import cpu_private_read
+from lucid_jax._cpu_barrier import cpu_only_barrier
 
 Array = jax.Array
 
@@ -118,17 +118,17 @@ def instance_moments(
     `±inf` and variance NaN (`inf - inf`); a square that overflows gives variance `inf`.
     """
     # Each reduction reads x through a barrier with its own partner on CPU (see
-    # lucid_jax._cpu_read): the partners are distinct, and used, so XLA merges none of them.
+    # lucid_jax._cpu_barrier): the partners are distinct, and used, so XLA merges none of them.
     if variance_method == "one_pass":
         centred_mean = _mean(x.astype(dtype), axes)
-        x_read, negated_mean = cpu_private_read(x, -centred_mean)
+        x_read, negated_mean = cpu_only_barrier(x, -centred_mean)
         square_mean = _mean(jnp.square(x_read.astype(dtype)), axes)
         shift, centred_mean = jnp.zeros_like(centred_mean), -negated_mean
     else:
         shift = lax.stop_gradient(_mean(x.astype(dtype), axes))
-        x_read, shift_read = cpu_private_read(x, shift)
+        x_read, shift_read = cpu_only_barrier(x, shift)
         centred_mean = _mean(x_read.astype(dtype) - shift_read, axes)
-        x_read, negated_shift = cpu_private_read(x, -shift)
+        x_read, negated_shift = cpu_only_barrier(x, -shift)
         square_mean = _mean(jnp.square(x_read.astype(dtype) + negated_shift), axes)
         # An infinite mean (an instance holding ±inf) is the mean: x - inf has nothing to add.
         centred_mean = jnp.where(jnp.isfinite(shift), centred_mean, 0)
@@ -153,7 +153,7 @@ def _train_forward(
     """
     dtype = eps.dtype
     shift, centred_mean, var = instance_moments(x, axes, variance_method, dtype)
-    x_read, inv_std = cpu_private_read(x, lax.rsqrt(var + eps))
+    x_read, inv_std = cpu_only_barrier(x, lax.rsqrt(var + eps))
     scale = inv_std if weight is None else inv_std * weight
     y = ((x_read.astype(dtype) - shift) - centred_mean) * scale
     if bias is not None:
@@ -214,12 +214,12 @@ def _train_normalize_jvp(axes, variance_method, primals, tangents):
         return jnp.broadcast_to(t, jnp.broadcast_shapes(t.shape, var.shape))
 
     dx = dx.astype(dtype)
-    # `d` twice, each through a read of x of its own (see lucid_jax._cpu_read: a no-op but on
+    # `d` twice, each through a read of x of its own (see lucid_jax._cpu_barrier: a no-op but on
     # CPU): once for the terms whose transpose is elementwise, once for the term whose
     # transpose reduces `g·d`.
-    x_read, shift_read, inv_std = cpu_private_read(x, shift, inv_std)
+    x_read, shift_read, inv_std = cpu_only_barrier(x, shift, inv_std)
     shifted = x_read.astype(dtype) - shift_read
-    x_read, shift_read, centred_mean = cpu_private_read(x, shift, centred_mean)
+    x_read, shift_read, centred_mean = cpu_only_barrier(x, shift, centred_mean)
     shifted_for_reduction = x_read.astype(dtype) - shift_read
     scale = inv_std if weight is None else inv_std * weight
     dmean = jnp.mean(dx, axis=axes, keepdims=True)

@@ -17,7 +17,13 @@ skip_without_source_tree("README.md", "docs")
 
 #: Pages whose examples run in-process. docs/scaling.md sets up 8 host devices before JAX
 #: starts, so tests/test_sharding.py runs its example in a subprocess instead.
-PAGES = ["README.md", "docs/pure-or-shim.md", "docs/flax.md", "docs/porting.md"]
+PAGES = [
+    "README.md",
+    "docs/getting-started.md",
+    "docs/pure-or-shim.md",
+    "docs/flax.md",
+    "docs/porting.md",
+]
 
 
 REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)

@@ -4,7 +4,7 @@
 there are read here: they must hold no conditional or loop (a data-dependent ``case`` stalls
 the host on GPU, runs every branch under ``vmap`` and costs a collective when sharded), and
 no optimization barrier over an activation (those are XLA:CPU fusion hints, see
-``lucid_jax._cpu_read``; on GPU they would split sibling reductions into separate reads).
+``lucid_jax._cpu_barrier``; on GPU they would split sibling reductions into separate reads).
 """
 
 from __future__ import annotations

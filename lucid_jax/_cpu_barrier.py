@@ -1,4 +1,4 @@
-"""`cpu_private_read(x, *partners)`: the operands themselves, as values of their own on CPU.
+"""`cpu_only_barrier(x, *partners)`: an optimization barrier on CPU, the identity elsewhere.
 
 Why it exists: XLA:CPU hands each reduction to a library kernel (one fusion per reduction,
 fed by elementwise producers) and never duplicates a producer that two consumers share. A
@@ -36,42 +36,42 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-__all__ = ["cpu_private_read"]
+__all__ = ["cpu_only_barrier"]
 
-_cpu_private_read_p = Primitive("lucid_jax_cpu_private_read")
+_cpu_only_barrier_p = Primitive("lucid_jax_cpu_only_barrier")
 
 
-def cpu_private_read(x: jax.Array, *partners: jax.Array) -> tuple[jax.Array, ...]:
+def cpu_only_barrier(x: jax.Array, *partners: jax.Array) -> tuple[jax.Array, ...]:
     """`(x, *partners)`; on XLA:CPU, through one optimization barrier. Use every output."""
-    return tuple(_cpu_private_read_p.bind(x, *partners))
+    return tuple(_cpu_only_barrier_p.bind(x, *partners))
 
 
-_cpu_private_read_p.multiple_results = True
-_cpu_private_read_p.def_impl(lambda *operands: operands)
-_cpu_private_read_p.def_abstract_eval(lambda *operands: operands)
+_cpu_only_barrier_p.multiple_results = True
+_cpu_only_barrier_p.def_impl(lambda *operands: operands)
+_cpu_only_barrier_p.def_abstract_eval(lambda *operands: operands)
 
 
 def _jvp(primals, tangents):
     tangents = [ad.instantiate_zeros(t) for t in tangents]
-    return cpu_private_read(*primals), cpu_private_read(*tangents)
+    return cpu_only_barrier(*primals), cpu_only_barrier(*tangents)
 
 
 def _transpose(cotangents, *operands):
-    return list(cpu_private_read(*(ad.instantiate_zeros(ct) for ct in cotangents)))
+    return list(cpu_only_barrier(*(ad.instantiate_zeros(ct) for ct in cotangents)))
 
 
-ad.primitive_jvps[_cpu_private_read_p] = _jvp
-ad.primitive_transposes[_cpu_private_read_p] = _transpose
+ad.primitive_jvps[_cpu_only_barrier_p] = _jvp
+ad.primitive_transposes[_cpu_only_barrier_p] = _transpose
 
 
 # Elementwise identity: each output keeps its operand's batch dimension (or none).
-batching.primitive_batchers[_cpu_private_read_p] = lambda args, dims: (
-    cpu_private_read(*args),
+batching.primitive_batchers[_cpu_only_barrier_p] = lambda args, dims: (
+    cpu_only_barrier(*args),
     dims,
 )
-mlir.register_lowering(_cpu_private_read_p, lambda ctx, *operands: list(operands))
+mlir.register_lowering(_cpu_only_barrier_p, lambda ctx, *operands: list(operands))
 mlir.register_lowering(
-    _cpu_private_read_p,
+    _cpu_only_barrier_p,
     mlir.lower_fun(lambda *operands: lax.optimization_barrier(operands), multiple_results=True),
     platform="cpu",
 )
