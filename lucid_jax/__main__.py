@@ -23,14 +23,10 @@ def main() -> None:
 
     print("1. Lucid's seed example, unchanged but for its imports")
     input_ = Tensor([[[1.0, 2.0], [3.0, 4.0]]])
-    out = F.instance_norm(
-        input_,
-        Tensor([0.0, 0.0]),
-        Tensor([1.0, 1.0]),
-        Tensor([1.0, 1.0]),
-        Tensor([0.0, 0.0]),
-        training=True,
-    )
+    # fmt: off
+    out = F.instance_norm(input_, Tensor([0.0, 0.0]), Tensor([1.0, 1.0]),
+                          Tensor([1.0, 1.0]), Tensor([0.0, 0.0]), training=True)
+    # fmt: on
     with np.printoptions(precision=8, suppress=False):  # numpy's defaults, as the README shows
         print("  " + repr(out).replace("\n", "\n  "))
 

@@ -71,14 +71,10 @@ import lucid_jax.nn.functional as F
 from lucid_jax import Tensor
 
 input_ = Tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (N=1, C=2, L=2)
-out = F.instance_norm(
-    input_,
-    Tensor([0.0, 0.0]),
-    Tensor([1.0, 1.0]),
-    Tensor([1.0, 1.0]),
-    Tensor([0.0, 0.0]),
-    training=True,
-)
+# fmt: off
+out = F.instance_norm(input_, Tensor([0.0, 0.0]), Tensor([1.0, 1.0]),
+                      Tensor([1.0, 1.0]), Tensor([0.0, 0.0]), training=True)
+# fmt: on
 print(out)
 
 # %% [markdown]

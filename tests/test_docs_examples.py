@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
-from conftest import ROOT, skip_without_source_tree
+from conftest import ROOT, reference_instance_norm, skip_without_source_tree
 
 skip_without_source_tree("README.md", "docs")
 
@@ -61,3 +62,14 @@ def test_blocks_of_the_real_lucid_are_told_apart():
 def test_python_blocks_are_found_in_content_tabs():
     text = '=== "a"\n\n    ```python\n    x = 1\n    ```\n\n```python\ny = 2\n```\n'
     assert python_blocks(text) == ["x = 1", "y = 2"]
+
+
+def test_lucid_s_seed_example_runs_unchanged_but_for_imports_and_gives_lucid_s_numbers():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Lucid's example, unchanged but for its imports\n", 1)[1]
+    namespace: dict = {}
+    exec(python_blocks(section)[0], namespace)
+    out = namespace["out"]
+    expected, _, _ = reference_instance_norm(np.array([[[1.0, 2.0], [3.0, 4.0]]]))
+    assert out.shape == (1, 2, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
