@@ -1,12 +1,23 @@
-"""Shared test helpers: the Lucid 2.14.5 recordings and a float64 numpy reference."""
+"""Shared test helpers: the Lucid 2.14.5 recordings and a float64 numpy reference.
+
+Loading this file also gives the test process 8 host (CPU) devices, in-process.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+
+#: Host devices of every test process (pytest-xdist workers too: each loads this file before
+#: collecting a test module), so that the sharding tests build 8-device meshes in-process. JAX
+#: reads it when its CPU backend starts, at the first JAX operation; nothing has run one yet
+#: (this raises if something has, rather than leaving 1 device).
+HOST_DEVICE_COUNT = 8
+jax.config.update("jax_num_cpu_devices", HOST_DEVICE_COUNT)
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = "lucid_2_14_5_instance_norm"

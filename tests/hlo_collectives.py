@@ -1,6 +1,6 @@
 """The collectives of a compiled (SPMD-partitioned, per-device) HLO module.
 
-One parser for the sharding tests (``tests/_sharding_checks.py``: nothing activation-sized may
+One parser for the sharding tests (``tests/test_sharding_*.py``: nothing activation-sized may
 cross devices) and the scaling benchmark (``benchmarks/scaling.py``: how many bytes a step
 sends). ``collectives(hlo_text)`` returns one dict per collective instruction::
 
