@@ -6,6 +6,7 @@ Loading this file also gives the test process 8 host (CPU) devices, in-process.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -117,6 +118,15 @@ def channels_last_data(rng, shape=(4, 5, 6, 3), dtype=np.float32):
 def reference_channels_last(x, *args, **kwargs):
     """:func:`reference_instance_norm` on channels-last data."""
     return reference_instance_norm(x, *args, channel_axis=-1, **kwargs)
+
+
+def python_blocks(text: str) -> list[str]:
+    """The fenced ```python blocks of a Markdown text, in order, dedented (content tabs)."""
+    blocks = []
+    for indent, body in re.findall(r"^( *)```python\n(.*?)^\1```", text, re.M | re.S):
+        lines = [line.removeprefix(indent) for line in body.splitlines()]
+        blocks.append("\n".join(lines))
+    return blocks
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ROOT, reference_instance_norm, skip_without_source_tree
+from conftest import ROOT, python_blocks, reference_instance_norm, skip_without_source_tree
 
 skip_without_source_tree("README.md", "docs")
 
@@ -28,15 +28,6 @@ PAGES = [
 
 
 REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
-
-
-def python_blocks(text: str) -> list[str]:
-    """The fenced ```python blocks of a Markdown text, in order, dedented (content tabs)."""
-    blocks = []
-    for indent, body in re.findall(r"^( *)```python\n(.*?)^\1```", text, re.M | re.S):
-        lines = [line.removeprefix(indent) for line in body.splitlines()]
-        blocks.append("\n".join(lines))
-    return blocks
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -1,9 +1,9 @@
-"""Data parallelism with ``axis_name`` on 8 host devices, the README example, the benchmark.
+"""Data parallelism with ``axis_name`` on 8 host devices, the scaling guide, the benchmark.
 
 * ``shard_map`` and ``pmap`` with ``axis_name``: every shard's running stats equal the global
   ones (and, as a control, differ without ``axis_name``); a data-parallel training step equals
   the same step on one device.
-* The "Scaling out" example of the README (or ``docs/scaling.md``) runs, in a fresh process:
+* The "Scaling out" example of ``docs/scaling.md`` runs, in a fresh process:
   it sets up its own devices.
 * The scaling benchmark runs, in this process.
 
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import HOST_DEVICE_COUNT, ROOT, skip_without_source_tree
+from conftest import HOST_DEVICE_COUNT, ROOT, python_blocks, skip_without_source_tree
 from jax.sharding import PartitionSpec as P
 from sharding_cases import (
     EPS,
@@ -181,17 +181,11 @@ def test_data_parallel_training_step_matches_one_device() -> None:
 
 
 def _scaling_example() -> str:
-    """The first python block of the README's "Scaling out" section (or docs/scaling.md)."""
-    for path in (ROOT / "README.md", ROOT / "docs" / "scaling.md"):
-        if not path.exists():
-            continue
-        text = path.read_text()
-        section = re.search(r"^## Scaling out\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-        if section:
-            block = re.search(r"```python\n(.*?)```", section.group(1), re.S)
-            assert block, f"{path}: the 'Scaling out' section has no python block"
-            return block.group(1)
-    pytest.fail("no '## Scaling out' section in README.md or docs/scaling.md")
+    """The first python block of docs/scaling.md, the "Scaling out" guide."""
+    skip_without_source_tree("docs")
+    blocks = python_blocks((ROOT / "docs" / "scaling.md").read_text())
+    assert blocks, "docs/scaling.md has no python block"
+    return blocks[0]
 
 
 def test_scaling_out_example_runs() -> None:
