@@ -8,7 +8,6 @@ same kind of device as JAX.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 
 import lucid_jax
 from benchmarks._harness import Candidate, jax_candidate
+from benchmarks._report import usable_cores
 
 EPS = 1e-5
 
@@ -103,7 +103,7 @@ def import_torch(disabled: bool) -> tuple[Any, str, str | None]:
         return None, "", f"not importable: {type(err).__name__}: {err}"
     backend = jax.default_backend()
     if backend == "cpu":
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(usable_cores())
         return torch, "cpu", None
     if backend == "gpu" and torch.cuda.is_available():
         return torch, "cuda", None

@@ -3,7 +3,7 @@
 Instance norm is memory-bound, so every time is reported as a ratio to ``R``, a jitted
 ``x * w + b`` (one read, one write: the least an instance norm can do) that is always the first
 candidate and is timed in the same rounds as the others. For one configuration,
-[`measure`][benchmarks._harness.measure]
+``measure``
 
 1. warms every candidate up and compares its output and gradients with the reference (a
    broken candidate must not pass for a fast one);

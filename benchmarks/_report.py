@@ -49,6 +49,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
     """JAX's backend and device, the host, and the versions that matter, for the JSON."""
     device = jax.devices()[0]
@@ -58,7 +65,7 @@ def machine_info() -> dict[str, Any]:
         "jax_device": str(device),
         "jax_devices": jax.device_count(),
         "cpu_model": _cpu_model(),
-        "usable_cores": len(os.sched_getaffinity(0)),
+        "usable_cores": usable_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "jax": jax.__version__,

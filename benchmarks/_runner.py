@@ -1,6 +1,6 @@
-"""The command line shared by the benchmark scripts: each script is a
-[`Question`][benchmarks._runner.Question] (configurations, and the candidates to time on one),
-and [`main`][benchmarks._runner.main] runs one or more of them and writes their results."""
+"""The command line shared by the benchmark scripts: each script is a ``Question``
+(configurations, and the candidates to time on one), and ``main`` runs one or more of them
+and writes their results."""
 
 from __future__ import annotations
 
@@ -113,7 +113,10 @@ def _rounds(args: argparse.Namespace, config: Config) -> int:
 
 
 def run(
-    questions: Sequence[Question], args: argparse.Namespace, log: Callable[[str], None]
+    questions: Sequence[Question],
+    args: argparse.Namespace,
+    command: list[str],
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Every selected configuration of every question: the result the JSON holds."""
     plan = [
@@ -129,7 +132,7 @@ def run(
     result: dict[str, Any] = {
         "schema": 2,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "command": command,
         "questions": [q.name for q, _ in plan],
         "settings": {
             "quick": args.quick,
@@ -195,7 +198,8 @@ def main(
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    result = run(questions, args, log)
+    command = [*prog.split(), *(sys.argv[1:] if argv is None else argv)]
+    result = run(questions, args, command, log)
     out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
     report = _report.write(result, out, stem, {q.name: q.description for q in questions})
     print(report)

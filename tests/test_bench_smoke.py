@@ -56,6 +56,8 @@ def test_writes_json_markdown_and_png(quick_run: tuple[dict, Path, str]) -> None
     assert (machine["torch"] is not None) == HAS_TORCH
     assert machine["torch_device"] == ("cpu" if HAS_TORCH else None)
     assert "timeit" in result["settings"]["timing"]
+    assert result["command"][:3] == ["python", "-m", "benchmarks.bench"]
+    assert result["settings"]["baseline"] == "HEAD" and result["settings"]["rounds"] == 2
 
 
 def test_every_configuration_and_candidate(quick_run: tuple[dict, Path, str]) -> None:
