@@ -54,7 +54,6 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -69,6 +68,7 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import lucid_jax  # noqa: E402
+from benchmarks._report import machine_info, write_atomic  # noqa: E402
 from tests import hlo_collectives  # noqa: E402  (one parser, shared with the sharding tests)
 
 DEFAULT_SHAPE = (8, 16, 32, 32, 32)
@@ -329,39 +329,6 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                cpu_model,
-            )
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return {
-        "cpu_model": cpu_model,
-        "usable_cores": cores,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "jax_devices": jax.device_count(),
-        "jax_device": str(jax.devices()[0]),
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
-    }
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0]
@@ -424,12 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "elapsed_s": time.perf_counter() - start,
     }
-    _write_text(args.out / "scaling.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(args.out / "scaling.json", json.dumps(result, indent=1) + "\n")
     header = (
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} cores; "
         f"jax {machine['jax']}, {machine['jax_devices']} host devices"
     )
-    _write_text(args.out / "scaling.md", f"{header}\n\n{report}\n")
+    write_atomic(args.out / "scaling.md", f"{header}\n\n{report}\n")
     plot(rows, args.out / "scaling.png", f"lucid_jax.instance_norm, input {shape} {args.dtype}")
     print(header)
     print()
