@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -127,6 +129,24 @@ def python_blocks(text: str) -> list[str]:
         lines = [line.removeprefix(indent) for line in body.splitlines()]
         blocks.append("\n".join(lines))
     return blocks
+
+
+def run_python(*args: str, cwd, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python *args` in a fresh interpreter; fails the test with its output unless it succeeds."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"python {' '.join(args)[:200]} failed\nstdout:\n{result.stdout[-2000:]}\n"
+        f"stderr:\n{result.stderr[-4000:]}"
+    )
+    return result
 
 
 @pytest.fixture

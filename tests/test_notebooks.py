@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from conftest import ROOT, reference_instance_norm, skip_without_source_tree
+from conftest import ROOT, reference_instance_norm, run_python, skip_without_source_tree
 
 nbclient = pytest.importorskip("nbclient")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
@@ -86,16 +86,7 @@ def test_committed_notebook_matches_its_jupytext_source(name):
 def test_notebook_source_runs_as_a_plain_script(name, tmp_path):
     """``python notebooks/{name}.py``: no magics, nothing that needs a notebook."""
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(NOTEBOOKS / f"{name}.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    run_python(str(NOTEBOOKS / f"{name}.py"), cwd=tmp_path, env=env)
 
 
 @pytest.mark.parametrize("name", NAMES)

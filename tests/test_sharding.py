@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import HOST_DEVICE_COUNT, ROOT, python_blocks, skip_without_source_tree
+from conftest import HOST_DEVICE_COUNT, ROOT, python_blocks, run_python, skip_without_source_tree
 from jax.sharding import PartitionSpec as P
 from sharding_cases import (
     EPS,
@@ -193,16 +192,7 @@ def test_scaling_out_example_runs() -> None:
     env.pop("XLA_FLAGS", None)  # the example must set up its devices itself
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _scaling_example()],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    proc = run_python("-c", _scaling_example(), cwd=ROOT, env=env)
     lines = proc.stdout.splitlines()
     assert lines[:2] == ["P('data', None, 'space')"] * 2, proc.stdout  # output and dx sharded
     # The shapes that cross devices: per-instance statistics at most, N * C = 4 * 8.
