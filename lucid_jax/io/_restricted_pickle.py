@@ -9,6 +9,7 @@ and refuses every other name before anything is imported or called.
 
 from __future__ import annotations
 
+import _compat_pickle
 import codecs
 import collections
 import io
@@ -78,6 +79,9 @@ class CheckpointUnpickler(pickle.Unpickler):
     """A `pickle.Unpickler` whose `find_class` serves only the allow-list above."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocols 0-2 may spell Python 3 names the Python 2 way (__builtin__, copy_reg).
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
             return _ALLOWED[(module, name)]
         except KeyError:

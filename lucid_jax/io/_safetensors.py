@@ -139,7 +139,7 @@ def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
     Laid out as the `safetensors` package lays it out: tensors ordered by decreasing alignment,
     then name; the header padded with spaces to a multiple of 8 bytes.
     """
-    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}
     arrays = {
         name: value.astype(value.dtype.newbyteorder("<")) if value.dtype.byteorder == ">" else value
         for name, value in arrays.items()

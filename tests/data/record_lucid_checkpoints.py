@@ -124,11 +124,16 @@ def verify(directory: Path) -> None:
             if not isinstance(loaded, dict):
                 raise SystemExit(f"{path.name}: lucid.load gave {type(loaded).__name__}")
             _check_equal(path.name, expected, loaded)
-            if path.suffix == ".lcd":
-                # lucid.load returns the pickled mapping itself: same type, same key order.
-                model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.InstanceNorm2d(3))
+            for model in (
+                nn.InstanceNorm2d(3),
+                nn.Sequential(nn.Conv2d(3, 3, 1), nn.InstanceNorm2d(3)),
+            ):
                 if set(loaded) == set(model.state_dict()):
                     model.load_state_dict(loaded)
+                    _check_equal(
+                        f"{path.name} in {type(model).__name__}", expected, model.state_dict()
+                    )
+                    print(f"{path.name}: {type(model).__name__}.load_state_dict OK")
         print(f"{path.name}: lucid.load read {type(loaded).__name__} OK")
         checked += 1
     if not checked:
