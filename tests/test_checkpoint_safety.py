@@ -116,8 +116,10 @@ def test_allowed_names_cannot_be_turned_against_the_loader(tmp_path):
 # rewritten to those names exactly (from protocol 3 on the names are length-prefixed).
 @pytest.mark.parametrize(
     ("protocol", "numpy_path"),
-    [(0, "numpy._core"), (2, "numpy._core"), (4, "numpy._core"), (5, "numpy._core")]
-    + [(0, "numpy.core"), (2, "numpy.core")],
+    [
+        *((protocol, "numpy._core") for protocol in (0, 2, 4, 5)),
+        *((protocol, "numpy.core") for protocol in (0, 2)),
+    ],
 )
 def test_pickles_of_numpy_1_and_2_and_every_protocol_load(tmp_path, protocol, numpy_path):
     arrays = OrderedDict(
