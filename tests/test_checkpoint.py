@@ -186,6 +186,7 @@ def test_round_trip_keeps_keys_dtypes_values(tmp_path, container, safetensors):
     state = container((k, jnp.asarray(v)) for k, v in ROUND_TRIP.items())
     if safetensors:
         state["bf16"] = jnp.asarray([1.5, -0.25], jnp.bfloat16)
+        state["f8"] = jnp.asarray([[0.5], [-3.0]], jnp.float8_e4m3fn)
     path = lucid_jax.save(state, tmp_path / "state", safetensors=safetensors)
     loaded = lucid_jax.load(path)
     # lucid.load gives back the pickled mapping's type; safetensors always an OrderedDict.
@@ -196,8 +197,10 @@ def test_round_trip_keeps_keys_dtypes_values(tmp_path, container, safetensors):
         assert loaded[key].shape == value.shape, key
         np.testing.assert_array_equal(np.asarray(loaded[key]), np.asarray(value), err_msg=key)
     keep = os.environ.get("LUCID_JAX_CHECKPOINT_DIR")
-    if keep:  # lucid.load reads safetensors through numpy, which has no bfloat16
-        portable = container((k, np.asarray(v)) for k, v in state.items() if k != "bf16")
+    if keep:  # lucid.load reads safetensors through numpy, which has no bfloat16 or float8
+        portable = container(
+            (k, np.asarray(v)) for k, v in state.items() if k not in ("bf16", "f8")
+        )
         kept = lucid_jax.save(portable, tmp_path / "portable", safetensors=safetensors)
         _keep_for_lucid(Path(keep), kept, portable)
 

@@ -187,6 +187,11 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
     unknown suffix is an error. Arrays are copied to the host with their dtype. The file is
     written to a temporary name and renamed, so a failed save leaves an existing file intact.
 
+    !!! note
+        safetensors files may hold bfloat16 and float8 arrays (JAX and PyTorch read them), but
+        `lucid.load` reads safetensors through numpy, which has neither: cast to float32 first
+        for a file Lucid must read.
+
     Args:
         obj: a tensor, a [`Module`][lucid_jax.nn.Module] or a state dict.
         path: where to write.

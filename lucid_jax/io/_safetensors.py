@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import ml_dtypes
+import jax.numpy as jnp
 import numpy as np
 
 #: The crate refuses headers over 100 MB: a corrupt length must not make us allocate that much.
@@ -28,15 +28,15 @@ _DTYPES: dict[str, np.dtype] = {
     "U16": np.dtype("<u2"),
     "I16": np.dtype("<i2"),
     "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "BF16": np.dtype(jnp.bfloat16),  # ml_dtypes' type, as JAX exports it
     "U32": np.dtype("<u4"),
     "I32": np.dtype("<i4"),
     "F32": np.dtype("<f4"),
     "U64": np.dtype("<u8"),
     "I64": np.dtype("<i8"),
     "F64": np.dtype("<f8"),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "F8_E4M3": np.dtype(jnp.float8_e4m3fn),
+    "F8_E5M2": np.dtype(jnp.float8_e5m2),
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
