@@ -22,7 +22,18 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess by
     ) from _error
 
 from lucid_jax.flax import linen, nnx
+from lucid_jax.flax._lucid_state import (
+    flax_momentum_from_lucid,
+    linen_variables_from_lucid,
+    load_lucid_into_nnx,
+)
 
 del _flax
 
-__all__ = ["linen", "nnx"]
+__all__ = [
+    "flax_momentum_from_lucid",
+    "linen",
+    "linen_variables_from_lucid",
+    "load_lucid_into_nnx",
+    "nnx",
+]

@@ -1,0 +1,326 @@
+r"""`load` and `save`: Lucid's checkpoint files, as `lucid.load` and `lucid.save` handle them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lucid_jax._tensor import Tensor
+from lucid_jax.io import _safetensors
+from lucid_jax.io._restricted_pickle import RefusedGlobalError, restricted_loads
+
+#: The `format_version` Lucid 2.14.5 writes and the only one it reads.
+FORMAT_VERSION = 1.1
+#: The pickle protocol Lucid's files have (Python 3.12's default).
+PICKLE_PROTOCOL = 4
+_STATE_DICT_TYPES = ("OrderedDict", "dict")
+#: numpy dtype kinds a Lucid tensor can have: bool, signed, unsigned, float, complex.
+_ARRAY_KINDS = "biufc"
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    r"""Read a checkpoint written by `lucid.save` (or by [`save`][lucid_jax.save]).
+
+    Returns what `lucid.load` returns, with JAX arrays where Lucid has numpy arrays or Tensors:
+
+    - `.lcd` (and any other pickled state dict): the state dict, an `OrderedDict` (or `dict`,
+      as saved) from Lucid's dotted names (`"0.weight"`, `"1.running_mean"`) to arrays, in the
+      saved order; ready for a module's `load_state_dict`;
+    - `.lct`: the tensor, as the array [`Tensor`][lucid_jax.Tensor] makes;
+    - `.safetensors`: an `OrderedDict` of arrays by name, in sorted order (as Lucid's).
+
+    Arrays keep their dtype (Lucid's default is float64) when JAX's x64 mode is on
+    (`jax.config.update("jax_enable_x64", True)`). When it is off, JAX holds no 64-bit arrays:
+    float64 values are rounded to float32 and complex128 to complex64, as by
+    `jnp.asarray`; int64/uint64 arrays become int32/uint32, and an array with a value that does
+    not fit is refused rather than wrapped around.
+
+    Nothing in the file is ever run. Pickled files (`.lcd`, `.lct`) are unpickled by an
+    unpickler that builds only dicts, `OrderedDict`s, numpy arrays, dtypes and scalars,
+    strings and numbers, and refuses a file that asks for anything else before importing or
+    calling it. Safetensors files are parsed here (numpy only) and their header checked.
+
+    Args:
+        path: the file. `.safetensors` files are read as safetensors, every other suffix as
+            Lucid's pickled format (as `lucid.load` does).
+
+    Returns:
+        A state dict (`OrderedDict` or `dict` of `jax.Array`) or a `jax.Array`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is not a Lucid checkpoint: it names something other than the
+            allowed types (refused without running it), is truncated or malformed, has a
+            `format_version` other than 1.1, an unknown `type`, content that is not an array
+            or a mapping of names to arrays, or (x64 off) 64-bit integers beyond 32 bits.
+            The message names the file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> import jax.numpy as jnp
+        >>> import lucid_jax
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> layer = lucid_jax.nn.InstanceNorm2d(3)
+        >>> path = lucid_jax.save(layer, folder / "norm")          # Lucid adds .lcd
+        >>> path.name
+        'norm.lcd'
+        >>> state = lucid_jax.load(path)
+        >>> list(state)
+        ['weight', 'bias', 'running_mean', 'running_var']
+        >>> layer.load_state_dict(state)
+        >>> lucid_jax.load(lucid_jax.save(jnp.arange(3.0), folder / "x")).tolist()
+        [0.0, 1.0, 2.0]
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"lucid_jax.load: no such file: {path}")
+    data = path.read_bytes()
+    if path.suffix == ".safetensors":
+        try:
+            tensors = _safetensors.decode(data)
+        except ValueError as error:
+            raise ValueError(
+                f"lucid_jax.load: {path} is not a valid safetensors file: {error}."
+            ) from None
+        return OrderedDict((name, _to_jax(array, path, name)) for name, array in tensors.items())
+
+    try:
+        record = restricted_loads(data)
+    except RefusedGlobalError as error:
+        raise ValueError(
+            f"lucid_jax.load: refused {path}: {error}. A Lucid .lcd/.lct file holds only "
+            "those; this one could run code if unpickled, and nothing in it was run."
+        ) from None
+    except Exception as error:  # any malformed pickle: truncated, bad opcode, bad arguments
+        raise ValueError(
+            f"lucid_jax.load: {path} is not a Lucid checkpoint: it could not be unpickled "
+            f"({type(error).__name__}: {error})."
+        ) from error
+    return _from_record(record, path)
+
+
+def _from_record(record: Any, path: Path) -> Any:
+    if not isinstance(record, dict) or not {"type", "format_version", "content"} <= set(record):
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ValueError(
+            f"lucid_jax.load: {path} is not a Lucid checkpoint: expected a dict with 'type', "
+            f"'format_version' and 'content' (what lucid.save writes); got {found}."
+        )
+    version, kind, content = record["format_version"], record["type"], record["content"]
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"lucid_jax.load: {path} has format_version {version!r}; Lucid 2.14.5 and "
+            f"lucid_jax read only {FORMAT_VERSION}."
+        )
+    if kind == "Tensor":
+        if not _is_array(content):
+            raise ValueError(
+                f"lucid_jax.load: {path} is a Lucid Tensor file whose content is "
+                f"{_describe(content)}; expected a numeric numpy array."
+            )
+        return Tensor(_to_jax(content, path, "content"))
+    if kind not in _STATE_DICT_TYPES:
+        raise ValueError(
+            f"lucid_jax.load: {path} holds type {kind!r}; expected 'Tensor', 'OrderedDict' "
+            "or 'dict'."
+        )
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"lucid_jax.load: {path} is a Lucid state dict file whose content is "
+            f"{_describe(content)}; expected a mapping of names to arrays."
+        )
+    for name, value in content.items():
+        if not isinstance(name, str) or not _is_array(value):
+            raise ValueError(
+                f"lucid_jax.load: {path} is a Lucid state dict file with entry {name!r}: "
+                f"{_describe(value)}; expected string names and numeric numpy arrays."
+            )
+    converted = ((name, _to_jax(value, path, name)) for name, value in content.items())
+    return OrderedDict(converted) if kind == "OrderedDict" else dict(converted)
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in _ARRAY_KINDS
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return f"an array of dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def _to_jax(array: np.ndarray | np.generic, path: Path, name: str) -> jax.Array:
+    array = np.asarray(array)
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8 and array.size:
+        if not jax.config.read("jax_enable_x64"):
+            narrow = np.iinfo(np.int32 if array.dtype.kind == "i" else np.uint32)
+            if array.min() < narrow.min or array.max() > narrow.max:
+                raise ValueError(
+                    f"lucid_jax.load: {path}: {name!r} is {array.dtype} with values in "
+                    f"[{array.min()}, {array.max()}], beyond {narrow.dtype}, the widest integer "
+                    "JAX holds with x64 off. Enable it: "
+                    'jax.config.update("jax_enable_x64", True).'
+                )
+    return jnp.asarray(array)
+
+
+def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> Path:
+    r"""Write `obj` as `lucid.save` does, in files `lucid.load` reads.
+
+    - A tensor (a `jax.Array`, numpy array or [`Buffer`][lucid_jax.nn.Buffer]) goes to a `.lct`
+      file: `{"type": "Tensor", "format_version": 1.1, "content": numpy array}`, pickled.
+    - A module (its `state_dict()`) or a state dict (`OrderedDict`/`dict` of names to arrays)
+      goes to a `.lcd` file: `{"type": "OrderedDict" (or "dict"), "format_version": 1.1,
+      "content": the mapping with numpy arrays}`, pickled; or, with `safetensors=True`, to a
+      `.safetensors` file (written here, without the `safetensors` package).
+
+    The suffix is handled as Lucid handles it: `safetensors=True` replaces any suffix with
+    `.safetensors`; a path without one gets `.lct` for a tensor, `.lcd` for a state dict; an
+    unknown suffix is an error. Arrays are copied to the host with their dtype. The file is
+    written to a temporary name and renamed, so a failed save leaves an existing file intact.
+
+    !!! note
+        safetensors files may hold bfloat16 and float8 arrays (JAX and PyTorch read them), but
+        `lucid.load` reads safetensors through numpy, which has neither: cast to float32 first
+        for a file Lucid must read.
+
+    Args:
+        obj: a tensor, a [`Module`][lucid_jax.nn.Module] or a state dict.
+        path: where to write.
+        safetensors: write the safetensors format instead of Lucid's pickle.
+
+    Returns:
+        The absolute path written (with the suffix chosen).
+
+    Raises:
+        TypeError: `obj` is not something the suffix can hold (as Lucid: a tensor for `.lct`,
+            a state dict for `.lcd`/`.safetensors`), or has a non-string key or a value of a
+            dtype the format cannot store.
+        ValueError: the suffix is not `.lct`, `.lcd` or `.safetensors`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from collections import OrderedDict
+        >>> import jax.numpy as jnp
+        >>> import lucid_jax
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> state = OrderedDict([("0.weight", jnp.ones(3)), ("0.bias", jnp.zeros(3))])
+        >>> lucid_jax.save(state, folder / "model.lcd", safetensors=True).name
+        'model.safetensors'
+        >>> list(lucid_jax.load(folder / "model.safetensors"))         # sorted, as Lucid's
+        ['0.bias', '0.weight']
+    """
+    from lucid_jax.nn import Module
+
+    path = Path(path)
+    if safetensors:
+        path = path.with_suffix(".safetensors")
+    is_tensor = _is_tensor(obj)
+    if isinstance(obj, Module):
+        obj = obj.state_dict()
+    if path.suffix == "":
+        if is_tensor:
+            path = path.with_suffix(".lct")
+        elif isinstance(obj, Mapping):
+            path = path.with_suffix(".lcd")
+        else:
+            raise TypeError(
+                f"lucid_jax.save: cannot infer the file extension of {path} for a "
+                f"{type(obj).__name__}: give a full path, or save a tensor (jax.Array), a "
+                "Module or a state dict."
+            )
+
+    if path.suffix == ".lct":
+        if not is_tensor:
+            raise TypeError(
+                f"lucid_jax.save: a .lct file holds a tensor (jax.Array, numpy array or "
+                f"Buffer); got a {type(obj).__name__} for {path}."
+            )
+        content: Any = _to_numpy(obj, path, "the tensor", pickled=True)
+        payload = _pickle_record("Tensor", content)
+    elif path.suffix in (".lcd", ".safetensors"):
+        if not isinstance(obj, Mapping):
+            raise TypeError(
+                f"lucid_jax.save: a {path.suffix} file holds a state dict (a Module or a "
+                f"mapping of names to arrays); got a {type(obj).__name__} for {path}."
+            )
+        pickled = path.suffix == ".lcd"
+        for name in obj:
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"lucid_jax.save: state dict keys must be strings; got {name!r} "
+                    f"({type(name).__name__}) for {path}."
+                )
+        arrays = [
+            (name, _to_numpy(value, path, repr(name), pickled)) for name, value in obj.items()
+        ]
+        if pickled:
+            kind = (
+                "OrderedDict"
+                if isinstance(obj, OrderedDict) or not isinstance(obj, dict)
+                else "dict"
+            )
+            content = OrderedDict(arrays) if kind == "OrderedDict" else dict(arrays)
+            payload = _pickle_record(kind, content)
+        else:
+            payload = _safetensors.encode(dict(arrays))
+    else:
+        raise ValueError(
+            f"lucid_jax.save: unsupported file extension {path.suffix!r} in {path}; expected "
+            "'.lct' (a tensor), '.lcd' (a state dict) or '.safetensors'."
+        )
+    _write_replacing(path, payload)
+    return path.resolve()
+
+
+def _is_tensor(obj: Any) -> bool:
+    return isinstance(obj, (jax.Array, np.ndarray)) or hasattr(obj, "__jax_array__")
+
+
+def _to_numpy(value: Any, path: Path, what: str, pickled: bool) -> np.ndarray:
+    if hasattr(value, "__jax_array__"):
+        value = value.__jax_array__()
+    if not isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        raise TypeError(
+            f"lucid_jax.save: {what} must be an array (jax.Array or numpy array); got a "
+            f"{type(value).__name__} for {path}."
+        )
+    array = np.asarray(value)
+    storable = (
+        array.dtype.kind in _ARRAY_KINDS
+        if pickled
+        else _safetensors.dtype_name(array.dtype) is not None
+    )
+    if not storable:
+        hint = (
+            "Lucid's pickled files hold numpy's own dtypes; cast it, or save with safetensors=True"
+            if pickled
+            else "safetensors holds bool, (u)int8-64, float16/32/64, bfloat16 and float8"
+        )
+        raise TypeError(
+            f"lucid_jax.save: {what} has dtype {array.dtype}, which {path.suffix} cannot "
+            f"store ({hint})."
+        )
+    return array
+
+
+def _pickle_record(kind: str, content: Any) -> bytes:
+    record = {"type": kind, "format_version": FORMAT_VERSION, "content": content}
+    return pickle.dumps(record, protocol=PICKLE_PROTOCOL)
+
+
+def _write_replacing(path: Path, payload: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(payload)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
