@@ -24,6 +24,7 @@ PAGES = [
     "docs/pure-or-shim.md",
     "docs/flax.md",
     "docs/porting.md",
+    "docs/checkpoints.md",
 ]
 
 
