@@ -110,6 +110,7 @@ class Module:
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Register `module` as the child `name` (`None` unregisters the name)."""
+        _check_name(type(self).__name__, name)
         if module is not None and not isinstance(module, Module):
             raise TypeError(
                 f"{type(self).__name__}.add_module: {name!r} must be a Module or None; "
@@ -119,6 +120,7 @@ class Module:
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Register `param` under `name` (`None` leaves the name empty, as for `affine=False`)."""
+        _check_name(type(self).__name__, name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(
                 f"{type(self).__name__}.register_parameter: {name!r} must be a Parameter or "
@@ -128,6 +130,7 @@ class Module:
 
     def register_buffer(self, name: str, buffer: Any, dtype: Any = None) -> None:
         """Register `buffer` under `name`, wrapping an array in a Buffer (of `dtype` if given)."""
+        _check_name(type(self).__name__, name)
         if buffer is not None and (not isinstance(buffer, Buffer) or isinstance(buffer, Parameter)):
             buffer = Buffer(buffer, dtype=dtype)
         setattr(self, name, buffer)

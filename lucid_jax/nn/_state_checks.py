@@ -47,19 +47,13 @@ def checked_state_value(where: str, key: str, value: Any, holder: Buffer) -> jax
         raise TypeError(f"{where}: {key!r} is None; expected {expected}.")
     if not isinstance(value, jax.Array):
         try:
-            host = np.asarray(value)
+            value = np.asarray(value)
         except Exception as error:
             raise TypeError(
                 f"{where}: {key!r} could not be read as an array ({error}); expected {expected}."
             ) from None
-        if _kind(host.dtype) is None:
-            raise TypeError(
-                f"{where}: {key!r} has dtype {host.dtype} (a {type(value).__name__}); "
-                f"expected {expected}."
-            )
-        value = jnp.asarray(host)
     if _kind(value.dtype) is None or _kind(value.dtype) != _kind(holder.dtype):
         raise TypeError(f"{where}: {key!r} has dtype {value.dtype}; expected {expected}.")
     if tuple(value.shape) != holder.shape:
         raise ValueError(f"{where}: {key!r} has shape {tuple(value.shape)}; expected {expected}.")
-    return value
+    return jnp.asarray(value)
