@@ -9,13 +9,16 @@ and `lucid.optim.SGD`, in float64. Here the same model trains with
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, skip_without_source_tree
 
 from lucid_jax import nn
 
@@ -156,3 +159,25 @@ def test_parity_check_detects_a_wrong_training_loop(lost):
     key = "body.1.running_mean" if lost == "buffers" else "body.0.weight"
     broken[3][key] = states[2][key]
     assert _max_errors(losses, broken)[1] > 1e-6
+
+
+def _run_porting_example(x64: bool) -> list[float]:
+    skip_without_source_tree("docs")
+    sys.path.insert(0, str(DATA))
+    try:
+        from record_lucid_porting_example import PAGE, printed_losses, tab_code
+    finally:
+        sys.path.remove(str(DATA))
+    code = tab_code(PAGE.read_text(), "lucid-jax")
+    stdout = io.StringIO()
+    with jax.enable_x64(x64), contextlib.redirect_stdout(stdout):
+        exec(compile(code, "porting.md[lucid-jax]", "exec"), {"__name__": "__main__"})
+    return printed_losses(stdout.getvalue())
+
+
+def test_porting_guides_example_prints_lucids_losses():
+    """The docs' lucid-jax tab, run as written, prints what the Lucid tab printed in Lucid."""
+    recorded = json.loads((DATA / "lucid_2_14_5_porting_example.json").read_text())["losses"]
+    assert len(recorded) == 8
+    np.testing.assert_allclose(_run_porting_example(x64=True), recorded, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_run_porting_example(x64=False), recorded, rtol=1e-5)

@@ -16,9 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lucid
-import lucid.nn as nn
-import lucid.nn.functional as F
 import numpy as np
 
 HERE = Path(__file__).parent
@@ -26,6 +23,11 @@ MOMENTUM = 0.25
 
 
 def main() -> None:
+    # Imported here, so that pytest (collecting doctests) can import this file without Lucid.
+    import lucid
+    import lucid.nn as nn
+    import lucid.nn.functional as F
+
     rng = np.random.default_rng(16)
     cases = []
     for input_dtype in ("float16", "float32", "float64"):

@@ -23,10 +23,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lucid
-import lucid.nn as nn
-import lucid.nn.functional as F
-import lucid.optim as optim
 import numpy as np
 
 HERE = Path(__file__).parent
@@ -36,50 +32,59 @@ LR = 0.1
 N, C_IN, C, H, W = 3, 3, 4, 5, 6
 
 
-class ChannelLinear(nn.Module):
-    """A 1x1 convolution written by hand: `y[n, o] = sum_c weight[o, c] x[n, c] + bias[o]`."""
+def build_net():
+    """The model, built with Lucid (imported here, so that pytest can import this file)."""
+    import lucid
+    import lucid.nn as nn
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(np.zeros((out_channels, in_channels)))
-        self.bias = nn.Parameter(np.zeros(out_channels))
+    class ChannelLinear(nn.Module):
+        """A 1x1 convolution written by hand: `y[n, o] = sum_c weight[o, c] x[n, c] + bias[o]`."""
 
-    def forward(self, x):
-        channels_last = lucid.transpose(x, (0, 2, 3, 1))
-        mixed = lucid.matmul(channels_last, lucid.transpose(self.weight, (1, 0))) + self.bias
-        return lucid.transpose(mixed, (0, 3, 1, 2))
+        def __init__(self, in_channels: int, out_channels: int) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(np.zeros((out_channels, in_channels)))
+            self.bias = nn.Parameter(np.zeros(out_channels))
 
+        def forward(self, x):
+            channels_last = lucid.transpose(x, (0, 2, 3, 1))
+            mixed = lucid.matmul(channels_last, lucid.transpose(self.weight, (1, 0))) + self.bias
+            return lucid.transpose(mixed, (0, 3, 1, 2))
 
-class ChannelAffine(nn.Module):
-    """`y[n, c] = x[n, c] * scale[c] + shift[c]`, then tanh."""
+    class ChannelAffine(nn.Module):
+        """`y[n, c] = x[n, c] * scale[c] + shift[c]`, then tanh."""
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(np.ones(channels))
-        self.shift = nn.Parameter(np.zeros(channels))
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(np.ones(channels))
+            self.shift = nn.Parameter(np.zeros(channels))
 
-    def forward(self, x):
-        c = self.scale.shape[0]
-        return lucid.tanh(x * self.scale.reshape(1, c, 1, 1) + self.shift.reshape(1, c, 1, 1))
+        def forward(self, x):
+            c = self.scale.shape[0]
+            return lucid.tanh(x * self.scale.reshape(1, c, 1, 1) + self.shift.reshape(1, c, 1, 1))
 
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(ChannelLinear(C_IN, C), nn.InstanceNorm2d(C))
+            self.blocks = nn.ModuleList([ChannelAffine(C)])
+            self.head = nn.ModuleDict({"norm": nn.InstanceNorm2d(C, momentum=0.3)})
 
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(ChannelLinear(C_IN, C), nn.InstanceNorm2d(C))
-        self.blocks = nn.ModuleList([ChannelAffine(C)])
-        self.head = nn.ModuleDict({"norm": nn.InstanceNorm2d(C, momentum=0.3)})
+        def forward(self, x):
+            x = self.body(x)
+            for block in self.blocks:
+                x = block(x)
+            return self.head["norm"](x)
 
-    def forward(self, x):
-        x = self.body(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head["norm"](x)
+    return Net()
 
 
 def main() -> None:
+    import lucid
+    import lucid.nn.functional as F
+    import lucid.optim as optim
+
     rng = np.random.default_rng(20261125)
-    model = Net()
+    model = build_net()
     keys = list(model.state_dict())
     # Every entry float64 and away from the defaults, so each one matters.
     init = {}
