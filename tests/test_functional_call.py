@@ -276,3 +276,51 @@ def test_buffers_and_parameters_pass_into_transformations_as_pytrees():
     y = jax.jit(lambda x, rm, rv: F.instance_norm(x, rm, rv, training=False))(_x(), rm, rv)
     expected = reference_instance_norm(_x(), np.zeros(3), np.ones(3), training=False)[0]
     np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+class _Reassigns(nn.Module):
+    """Assigns its norm's weight inside forward, as Lucid code may."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = _model()
+
+    def forward(self, x):
+        self.norm.weight = self.norm.weight.data * 2
+        return self.norm(x)
+
+
+def test_assignments_inside_forward_land_in_the_new_state_not_the_module():
+    model = _Reassigns()
+    before = _snapshot(model)
+    y, new_state = nn.functional_call(model, {}, _x(10))
+    np.testing.assert_allclose(new_state["norm.weight"], before["norm.weight"] * 2)
+    norm_before = {k[len("norm.") :]: v for k, v in before.items()}
+    ref_y, _ = _expected({**norm_before, "weight": norm_before["weight"] * 2}, _x(10))
+    np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
+    _assert_unchanged(model, before)
+
+
+def test_nested_calls_see_the_outer_calls_values():
+    outer = nn.Sequential(_model())
+    before = _snapshot(outer)
+    given = jnp.array([7.0, 8.0, 9.0])
+
+    def inner_call(x):
+        return nn.functional_call(outer[0], {}, x)
+
+    class Outer(nn.Module):
+        def forward(self, x):
+            return inner_call(x)
+
+    wrapper = Outer()
+    wrapper.inner = outer
+    (_, inner_state), outer_state = nn.functional_call(
+        wrapper, {"inner.0.running_mean": given}, _x(11)
+    )
+    norm_before = {k[len("0.") :]: v for k, v in before.items()}
+    _, ref = _expected({**norm_before, "running_mean": np.asarray(given)}, _x(11))
+    np.testing.assert_allclose(inner_state["running_mean"], ref["running_mean"], rtol=1e-5)
+    # The inner call is pure too: the outer call's value is left as given.
+    assert outer_state["inner.0.running_mean"] is given
+    _assert_unchanged(outer, before)

@@ -28,7 +28,10 @@ def functional_call(
     $$(y, s') = f(s, x), \qquad
     \nabla_p \, \ell\big(f(p \cup b, x)\big) \text{ over the parameters } p.$$
 
-    The module's mode applies: call `model.train()` or `model.eval()` before.
+    The module's mode applies: call `model.train()` or `model.eval()` before. Under
+    `jax.jit`, values taken from the module (the keys left out of `state`) are read when the
+    function is traced and stay fixed in the compiled program: pass every array that changes
+    between calls, such as the running statistics of a training loop, in `state`.
 
     Args:
       module: the [`Module`][lucid_jax.nn.Module] to run.
