@@ -1,7 +1,9 @@
-"""The Lucid face of lucid-jax: Buffers, the stateful functional shim, Lucid-style modules."""
+"""The Lucid face of lucid-jax: modules, Buffers, the stateful shim and `functional_call`."""
 
 from lucid_jax.nn import functional
 from lucid_jax.nn._buffer import Buffer, Parameter
+from lucid_jax.nn._containers import ModuleDict, ModuleList, Sequential
+from lucid_jax.nn._functional_call import functional_call
 from lucid_jax.nn._instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from lucid_jax.nn._module import Module
 
@@ -11,6 +13,10 @@ __all__ = [
     "InstanceNorm2d",
     "InstanceNorm3d",
     "Module",
+    "ModuleDict",
+    "ModuleList",
     "Parameter",
+    "Sequential",
     "functional",
+    "functional_call",
 ]

@@ -1,4 +1,4 @@
-"""Lucid-style ``InstanceNorm1d/2d/3d`` modules over the stateful shim."""
+"""Lucid's `InstanceNorm1d/2d/3d` modules over the stateful shim."""
 
 from __future__ import annotations
 
@@ -37,17 +37,18 @@ class _InstanceNorm(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        self.weight = Parameter(jnp.ones(num_features)) if affine else None
-        self.bias = Parameter(jnp.zeros(num_features)) if affine else None
-        self.running_mean = Buffer(jnp.zeros(num_features)) if track_running_stats else None
-        self.running_var = Buffer(jnp.ones(num_features)) if track_running_stats else None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # None is a legitimate initial value of weight/bias/running stats: register the slot.
-        if value is None and name in {"weight", "bias", "running_mean", "running_var"}:
-            self._state[name] = None
-            return
-        super().__setattr__(name, value)
+        if affine:
+            self.weight = Parameter(jnp.ones(num_features))
+            self.bias = Parameter(jnp.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.running_mean = Buffer(jnp.zeros(num_features))
+            self.running_var = Buffer(jnp.ones(num_features))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
 
     def reset_running_stats(self) -> None:
         """Running mean to zeros, running variance to ones."""
@@ -85,16 +86,28 @@ class _InstanceNorm(Module):
             self.eps,
         )
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         return (
-            f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
+            f"{self.num_features}, eps={self.eps}, "
             f"momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats})"
+            f"track_running_stats={self.track_running_stats}"
         )
 
 
 class InstanceNorm1d(_InstanceNorm):
-    """Instance norm over ``(N, C, L)`` input, as ``lucid.nn.InstanceNorm1d``.
+    """Instance norm over `(N, C, L)` input, as `lucid.nn.InstanceNorm1d`.
+
+    Args:
+      num_features: the number of channels C.
+      eps: added to the variance.
+      momentum: weight of the batch statistics in the running-stat update (None: 0.1).
+      affine: learn a per-channel `weight` (ones) and `bias` (zeros), as Parameters.
+      track_running_stats: keep `running_mean` (zeros) and `running_var` (ones) as Buffers,
+        updated in training and used in evaluation.
+
+    Raises:
+      ValueError: `num_features` is not a positive int; at call time, the input has
+        another number of dimensions.
 
     Example:
       >>> import jax.numpy as jnp
@@ -110,12 +123,53 @@ class InstanceNorm1d(_InstanceNorm):
 
 
 class InstanceNorm2d(_InstanceNorm):
-    """Instance norm over ``(N, C, H, W)`` input, as ``lucid.nn.InstanceNorm2d``."""
+    """Instance norm over `(N, C, H, W)` input, as `lucid.nn.InstanceNorm2d`.
+
+    Args:
+      num_features: the number of channels C.
+      eps: added to the variance.
+      momentum: weight of the batch statistics in the running-stat update (None: 0.1).
+      affine: learn a per-channel `weight` (ones) and `bias` (zeros), as Parameters.
+      track_running_stats: keep `running_mean` (zeros) and `running_var` (ones) as Buffers,
+        updated in training and used in evaluation.
+
+    Raises:
+      ValueError: `num_features` is not a positive int; at call time, the input has
+        another number of dimensions.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lucid_jax.nn import InstanceNorm2d
+      >>> m = InstanceNorm2d(3).eval()
+      >>> m(jnp.ones((2, 3, 4, 4))).shape
+      (2, 3, 4, 4)
+      >>> list(m.state_dict())
+      ['weight', 'bias', 'running_mean', 'running_var']
+    """
 
     _spatial_dims = 2
 
 
 class InstanceNorm3d(_InstanceNorm):
-    """Instance norm over ``(N, C, D, H, W)`` input, as ``lucid.nn.InstanceNorm3d``."""
+    """Instance norm over `(N, C, D, H, W)` input, as `lucid.nn.InstanceNorm3d`.
+
+    Args:
+      num_features: the number of channels C.
+      eps: added to the variance.
+      momentum: weight of the batch statistics in the running-stat update (None: 0.1).
+      affine: learn a per-channel `weight` (ones) and `bias` (zeros), as Parameters.
+      track_running_stats: keep `running_mean` (zeros) and `running_var` (ones) as Buffers,
+        updated in training and used in evaluation.
+
+    Raises:
+      ValueError: `num_features` is not a positive int; at call time, the input has
+        another number of dimensions.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lucid_jax.nn import InstanceNorm3d
+      >>> InstanceNorm3d(2, affine=False)(jnp.ones((1, 2, 2, 2, 2))).shape
+      (1, 2, 2, 2, 2)
+    """
 
     _spatial_dims = 3

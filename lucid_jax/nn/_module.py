@@ -1,106 +1,337 @@
-"""A minimal Lucid-style ``Module``: parameters, buffers, train/eval, state dicts."""
+"""`Module`: Lucid's module system, children, parameters, buffers and dotted state dicts."""
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
-from lucid_jax.nn._buffer import Buffer, Parameter
+from lucid_jax.nn._buffer import Buffer, Parameter, holding_locks
+from lucid_jax.nn._state_checks import checked_state_value
+
+_REGISTRIES = ("_parameters", "_buffers", "_modules")
 
 
 class Module:
-    """Base class for Lucid-style modules holding :class:`Parameter`\\ s and :class:`Buffer`\\ s.
+    """Base class for Lucid-style modules, as `lucid.nn.Module`.
 
-    Assigning an array to an attribute that holds a Parameter (or Buffer) keeps it one, so
-    ``m.weight = array`` and ``m.weight.data = array`` both work.
+    Assigning a [`Parameter`][lucid_jax.nn.Parameter], a [`Buffer`][lucid_jax.nn.Buffer] or
+    a `Module` to an attribute registers it, in assignment order; `state_dict()` then names
+    every array by its dotted path (`"body.0.weight"`, `"norm.running_mean"`): the module's own
+    parameters, its own buffers, then each child's, exactly as Lucid orders them.
+
+    Assigning an array to an attribute that holds a Parameter (or Buffer) sets its data, so
+    `m.weight = array` and `m.weight.data = array` both keep it a Parameter (Lucid would
+    drop it from the module). Assigning `None` unregisters the name, as in Lucid.
+
+    Subclasses call `super().__init__()` first and define `forward`. To run a module as a pure
+    function of its state (under `jax.jit`, `jax.grad`, `jax.vmap`) use
+    [`functional_call`][lucid_jax.nn.functional_call].
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lucid_jax import nn
+      >>> class Scale(nn.Module):
+      ...     def __init__(self, channels):
+      ...         super().__init__()
+      ...         self.scale = nn.Parameter(jnp.ones(channels))
+      ...         self.norm = nn.InstanceNorm1d(channels, affine=False)
+      ...     def forward(self, x):
+      ...         return self.norm(x) * self.scale.data[:, None]
+      >>> model = Scale(2)
+      >>> list(model.state_dict())
+      ['scale', 'norm.running_mean', 'norm.running_var']
+      >>> model(jnp.arange(8.0).reshape(1, 2, 4)).shape
+      (1, 2, 4)
     """
 
     training: bool
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_state", OrderedDict())
+        for registry in _REGISTRIES:
+            object.__setattr__(self, registry, OrderedDict())
         object.__setattr__(self, "training", True)
 
+    # Registration -----------------------------------------------------------------------------
+
     def __setattr__(self, name: str, value: Any) -> None:
-        state: OrderedDict[str, Buffer | None] = self.__dict__.get("_state")  # type: ignore[assignment]
-        if state is not None and (isinstance(value, Buffer) or name in state):
-            current = state.get(name)
-            if value is not None and not isinstance(value, Buffer):
-                if current is None:
-                    raise TypeError(
-                        f"{type(self).__name__}.{name} is None (disabled by the module's "
-                        "options); it cannot be given an array."
-                    )
-                value = type(current)(value)
-            state[name] = value
+        if "_modules" not in self.__dict__:
+            if isinstance(value, (Buffer, Module)):
+                raise AttributeError(
+                    f"{type(self).__name__}: cannot assign {type(value).__name__} {name!r} "
+                    "before Module.__init__(); call super().__init__() first."
+                )
+            object.__setattr__(self, name, value)
             return
-        object.__setattr__(self, name, value)
+        if isinstance(value, Parameter):
+            self._register(self._parameters, name, value)
+        elif isinstance(value, Buffer):
+            self._register(self._buffers, name, value)
+        elif isinstance(value, Module):
+            self._register(self._modules, name, value)
+        else:
+            holder = self._parameters.get(name, self._buffers.get(name))
+            if holder is not None and _is_array_like(value):
+                holder.data = value
+                return
+            self._unregister(name)
+            object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        state = self.__dict__.get("_state", {})
-        if name in state:
-            return state[name]
+        # Called only when normal lookup fails: registered entries live in the registries.
+        for registry in _REGISTRIES:
+            entries = self.__dict__.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        if not self._unregister(name):
+            object.__delattr__(self, name)
+
+    def _register(self, registry: OrderedDict[str, Any], name: str, value: Any) -> None:
+        _check_name(type(self).__name__, name)
+        for other in _REGISTRIES:
+            entries = self.__dict__[other]
+            if entries is not registry:
+                entries.pop(name, None)
+        self.__dict__.pop(name, None)
+        registry[name] = value
+
+    def _unregister(self, name: str) -> bool:
+        found = False
+        for registry in _REGISTRIES:
+            found = self.__dict__[registry].pop(name, None) is not None or found
+        return found
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Register `module` as the child `name` (`None` unregisters the name)."""
+        _check_name(type(self).__name__, name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(
+                f"{type(self).__name__}.add_module: {name!r} must be a Module or None; "
+                f"got {type(module).__name__}."
+            )
+        setattr(self, name, module)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register `param` under `name` (`None` leaves the name empty, as for `affine=False`)."""
+        _check_name(type(self).__name__, name)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"{type(self).__name__}.register_parameter: {name!r} must be a Parameter or "
+                f"None; got {type(param).__name__}. Wrap arrays in nn.Parameter(...)."
+            )
+        setattr(self, name, param)
+
+    def register_buffer(self, name: str, buffer: Any, dtype: Any = None) -> None:
+        """Register `buffer` under `name`, wrapping an array in a Buffer (of `dtype` if given)."""
+        _check_name(type(self).__name__, name)
+        if buffer is not None and (not isinstance(buffer, Buffer) or isinstance(buffer, Parameter)):
+            buffer = Buffer(buffer, dtype=dtype)
+        setattr(self, name, buffer)
+
+    # Traversal --------------------------------------------------------------------------------
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """Parameters with their dotted names; one shared by several modules is listed once."""
+        seen: set[int] = set()
+        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_name, module in modules:
+            for name, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield _join(module_name, name), param
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """The module's Parameters (and its descendants' when `recurse`), each once."""
+        return (param for _, param in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Buffer]]:
+        """Buffers with their dotted names, in `state_dict` order."""
+        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for module_name, module in modules:
+            for name, buffer in module._buffers.items():
+                yield _join(module_name, name), buffer
+
+    def buffers(self, recurse: bool = True) -> Iterator[Buffer]:
+        """The module's Buffers (and its descendants' when `recurse`)."""
+        return (buffer for _, buffer in self.named_buffers(recurse=recurse))
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module (named `prefix`) and every descendant, depth first, with dotted names."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(_join(prefix, name))
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every descendant, depth first."""
+        return (module for _, module in self.named_modules())
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """The direct children with their names."""
+        return iter(self._modules.items())
+
+    def children(self) -> Iterator[Module]:
+        """The direct children."""
+        return iter(self._modules.values())
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call `fn` on this module, then on every descendant (Lucid's order); returns self."""
+        fn(self)
+        for child in self._modules.values():
+            child.apply(fn)
+        return self
+
+    def count_parameters(self, recurse: bool = True) -> int:
+        """The number of trainable scalars."""
+        return sum(param.size for param in self.parameters(recurse=recurse))
+
+    @property
+    def parameter_size(self) -> int:
+        """`count_parameters()` over the whole tree."""
+        return self.count_parameters()
+
+    # Mode and calling -------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (`mode=False`: evaluation) here and in every descendant.
+
+        Returns:
+          The module itself.
+
+        Raises:
+          TypeError: `mode` is not a bool.
+        """
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(
+                f"{type(self).__name__}.train: mode must be a bool; got {type(mode).__name__}."
+            )
+        object.__setattr__(self, "training", bool(mode))
+        for child in self._modules.values():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Set evaluation mode here and in every descendant; returns the module."""
+        return self.train(False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError("The forward method must be implemented by the subclass.")
 
-    def train(self, mode: bool = True) -> Module:
-        """Switch to training mode (``mode=False``: evaluation); returns the module."""
-        object.__setattr__(self, "training", bool(mode))
-        return self
+    # State ------------------------------------------------------------------------------------
 
-    def eval(self) -> Module:
-        """Switch to evaluation mode; returns the module."""
-        return self.train(False)
+    def state_dict(
+        self,
+        destination: OrderedDict[str, Any] | None = None,
+        prefix: str = "",
+        keep_vars: bool = False,
+    ) -> OrderedDict[str, Any]:
+        """Every Parameter and Buffer by dotted name, in Lucid's order.
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        for name, value in self._state.items():
-            if isinstance(value, Parameter):
-                yield name, value
+        Args:
+          destination: add the entries to this dict instead of a new one.
+          prefix: put before every key.
+          keep_vars: give the Parameter and Buffer objects instead of their arrays.
 
-    def parameters(self) -> Iterator[Parameter]:
-        return (value for _, value in self.named_parameters())
-
-    def named_buffers(self) -> Iterator[tuple[str, Buffer]]:
-        for name, value in self._state.items():
-            if isinstance(value, Buffer) and not isinstance(value, Parameter):
-                yield name, value
-
-    def buffers(self) -> Iterator[Buffer]:
-        return (value for _, value in self.named_buffers())
-
-    def state_dict(self) -> OrderedDict[str, jax.Array]:
-        """Parameters and buffers by name (arrays are immutable, so this is a snapshot)."""
-        return OrderedDict(
-            (name, value.data) for name, value in self._state.items() if value is not None
-        )
+        Returns:
+          An `OrderedDict`: own parameters, own buffers, then each child's entries. The arrays
+          are immutable, so the dict is a snapshot.
+        """
+        if destination is None:
+            destination = OrderedDict()
+        for registry in (self._parameters, self._buffers):
+            for name, holder in registry.items():
+                destination[prefix + name] = holder if keep_vars else holder.data
+        for name, child in self._modules.items():
+            child.state_dict(destination, prefix + name + ".", keep_vars)
+        return destination
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Load arrays by name; checks every key and shape before changing anything."""
-        own = {name: value for name, value in self._state.items() if value is not None}
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
+        """Load arrays by dotted name, as Lucid does; all are checked before any is changed.
+
+        Each array must have its entry's shape and dtype family (floating or integer) and is
+        converted to the entry's dtype. Lucid checkpoints load with
+        `model.load_state_dict(lucid_jax.load("model.lcd"))`.
+
+        Args:
+          state_dict: arrays (NumPy, JAX, Buffers, nested lists) by `state_dict` key.
+          strict: refuse missing and unexpected keys; otherwise load what matches.
+
+        Raises:
+          KeyError: `strict` and keys are missing or unexpected (Lucid raises KeyError too).
+          TypeError: `state_dict` is not a mapping, or a value is None, not numeric, or
+            of another dtype family (complex, bool, string, object).
+          ValueError: a value has another shape than its entry.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{where}: state_dict must be a mapping of key to array; "
+                f"got {type(state_dict).__name__}."
+            )
+        own = self.state_dict(keep_vars=True)
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in own]
         if strict and (missing or unexpected):
             raise KeyError(
-                f"{type(self).__name__}.load_state_dict: missing keys {missing}, unexpected "
-                f"keys {unexpected}; expected exactly {sorted(own)}."
+                f"{where}: missing keys {missing}, unexpected keys {unexpected}; "
+                f"expected exactly {list(own)}."
             )
-        updates = {}
-        for name in set(own) & set(state_dict):
-            array = jnp.asarray(state_dict[name])
-            if array.shape != own[name].shape:
-                raise ValueError(
-                    f"{type(self).__name__}.load_state_dict: {name!r} must have shape "
-                    f"{own[name].shape}; got {tuple(array.shape)}."
-                )
-            updates[name] = array.astype(own[name].dtype)
-        for name, array in updates.items():
-            own[name].data = array
+        updates = []
+        for key in own:
+            if key in state_dict:
+                holder = own[key]
+                value = checked_state_value(where, key, state_dict[key], holder)
+                updates.append((holder, value.astype(holder.dtype)))
+        with holding_locks(holder for holder, _ in updates):
+            for holder, array in updates:
+                holder.data = array
+
+    # Representation ---------------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        """The part of the repr between the parentheses, before the children."""
+        return ", ".join(
+            f"{name}={value}"
+            for name, value in vars(self).items()
+            if not name.startswith("_") and name != "training"
+        )
+
+    def __repr__(self) -> str:
+        extra = self.extra_repr()
+        children = [
+            f"({name}): " + repr(child).replace("\n", "\n  ")
+            for name, child in self._modules.items()
+        ]
+        body = extra
+        if children:
+            body += ("\n" if extra else "") + "\n  " + "\n  ".join(children) + "\n"
+        return f"{type(self).__name__}({body})"
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_name(owner: str, name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"{owner}: a registered name must be a str; got {type(name).__name__}.")
+    if not name or "." in name:
+        raise ValueError(
+            f"{owner}: a registered name must be non-empty and without '.' (state_dict keys "
+            f"are dotted paths); got {name!r}."
+        )
+
+
+def _is_array_like(value: Any) -> bool:
+    return isinstance(value, (jax.Array, np.ndarray, np.generic, numbers.Number, list, tuple))

@@ -1,40 +1,66 @@
-"""Lucid's stateful ``nn.functional.instance_norm``, emulated over the pure function."""
+"""Lucid's stateful `nn.functional.instance_norm`, emulated over the pure function."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from lucid_jax import functional as _pure
-from lucid_jax.nn._buffer import Buffer
+from lucid_jax.nn._buffer import Buffer, holding_locks
+from lucid_jax.nn._overrides import slot_of
 
 __all__ = ["instance_norm"]
 
 
 def instance_norm(
-    input_: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
-    weight: Any = None,
-    bias: Any = None,
+    input_: ArrayLike,
+    running_mean: ArrayLike | Buffer | None = None,
+    running_var: ArrayLike | Buffer | None = None,
+    weight: ArrayLike | Buffer | None = None,
+    bias: ArrayLike | Buffer | None = None,
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> jax.Array:
-    """Lucid's ``F.instance_norm``: returns one array and updates Buffers in place.
+    """Lucid's `F.instance_norm`: returns one array and updates Buffers in place.
 
-    Same maths as :func:`lucid_jax.instance_norm`. When ``training`` and both running stats
-    are :class:`~lucid_jax.nn.Buffer`\\ s, the new statistics are written into them (both or
-    neither: a call that raises leaves them untouched).
+    Same maths as [`instance_norm`][lucid_jax.instance_norm]. When `training` and both
+    running stats are [`Buffer`][lucid_jax.nn.Buffer]s, the new statistics are written into
+    them: both or neither (a call that raises leaves them untouched), and under the Buffers'
+    locks, so concurrent calls on shared Buffers lose no update. As in Lucid, the new
+    statistics take the promoted dtype of the input and the Buffer (float32 input updates a
+    float16 Buffer to float32; float16 input keeps it float16).
 
-    .. warning::
-       Plain arrays passed as running stats are **not** updated — exactly as Lucid leaves plain
-       Tensors unchanged, so the update is silently lost. Wrap them in ``Buffer`` (or use the
-       pure :func:`lucid_jax.instance_norm`, which returns the new statistics).
+    !!! warning
+        Plain arrays passed as running stats are **not** updated, exactly as Lucid leaves
+        plain Tensors unchanged, so the update is silently lost. Wrap them in `Buffer`, or use
+        the pure [`instance_norm`][lucid_jax.instance_norm], which returns the new statistics.
 
-    Under a JAX transformation (``jit``, ``vmap``, ``grad`` ...) a Buffer cannot be updated in
-    place; training with Buffers there raises ``TypeError`` pointing to the pure function.
+    Under a JAX transformation (`jit`, `vmap`, `grad`, ...) a Buffer cannot be updated in
+    place: training there raises `TypeError`, unless the Buffers belong to a module run by
+    [`functional_call`][lucid_jax.nn.functional_call], which returns the new state.
+
+    Args:
+      input_: `(N, C, *spatial)` input.
+      running_mean: `(C,)` running mean; a Buffer is updated in training.
+      running_var: `(C,)` running variance; a Buffer is updated in training.
+      weight: `(C,)` scale, or None.
+      bias: `(C,)` shift, or None.
+      training: normalise by the instance statistics (and update the running ones) or, when
+        False, by the running statistics.
+      momentum: weight of the batch statistics in the running-stat update.
+      eps: added to the variance.
+
+    Returns:
+      The normalised input.
+
+    Raises:
+      TypeError: Buffers would be written with traced values outside `functional_call`, or
+        an argument is of the wrong type (see [`instance_norm`][lucid_jax.instance_norm]).
+      ValueError: an argument has the wrong shape or value.
 
     Example:
       >>> from lucid_jax import Tensor
@@ -45,26 +71,34 @@ def instance_norm(
       >>> mean
       Buffer([0.15, 0.35], dtype=float32)
     """
-    result = _pure.instance_norm(
-        input_,
-        _unwrap(running_mean),
-        _unwrap(running_var),
-        _unwrap(weight),
-        _unwrap(bias),
-        training,
-        momentum,
-        eps,
-    )
-    if training and isinstance(running_mean, Buffer) and isinstance(running_var, Buffer):
-        if isinstance(result.running_mean, jax.core.Tracer) or isinstance(
+    updates = training and isinstance(running_mean, Buffer) and isinstance(running_var, Buffer)
+    if not updates:
+        arguments = (running_mean, running_var, weight, bias)
+        return _pure.instance_norm(input_, *map(_unwrap, arguments), training, momentum, eps)[0]
+    with holding_locks((running_mean, running_var)):
+        stat_dtype = _statistics_dtype(input_)
+        result = _pure.instance_norm(
+            input_,
+            _promoted(running_mean.data, stat_dtype),
+            _promoted(running_var.data, stat_dtype),
+            _unwrap(weight),
+            _unwrap(bias),
+            training,
+            momentum,
+            eps,
+        )
+        traced = isinstance(result.running_mean, jax.core.Tracer) or isinstance(
             result.running_var, jax.core.Tracer
-        ):
+        )
+        if traced and (slot_of(running_mean) is None or slot_of(running_var) is None):
             raise TypeError(
                 "lucid_jax.nn.functional.instance_norm: called under a JAX transformation "
                 "(jit, vmap, grad, ...) with Buffers as running_mean/running_var in training; "
-                "a Buffer cannot be updated in place there (it would leak a tracer). Use the "
-                "pure lucid_jax.instance_norm(...), which returns the new running stats, or "
-                "call this outside the transformation. The Buffers were left unchanged."
+                "a Buffer cannot be updated in place there (it would leak a tracer). Run the "
+                "module through lucid_jax.nn.functional_call(module, state, x), which returns "
+                "the new state, or use the pure lucid_jax.instance_norm(...), which returns the "
+                "new running stats, or call this outside the transformation. The Buffers were "
+                "left unchanged."
             )
         running_mean.data = result.running_mean
         running_var.data = result.running_var
@@ -73,3 +107,27 @@ def instance_norm(
 
 def _unwrap(value: Any) -> Any:
     return value.data if isinstance(value, Buffer) else value
+
+
+def _statistics_dtype(input_: Any) -> Any:
+    """The dtype of the input's statistics in Lucid (numpy): its own, or float for integers."""
+    dtype = getattr(_unwrap(input_), "dtype", None)
+    if dtype is None:
+        try:
+            dtype = jnp.asarray(input_).dtype
+        except (TypeError, ValueError):
+            return None  # the pure function names the problem
+    if jnp.issubdtype(dtype, jnp.integer):
+        return jnp.result_type(float)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else None
+
+
+def _promoted(running: jax.Array, stat_dtype: Any) -> jax.Array:
+    # Lucid computes momentum * batch_stat + (1 - momentum) * running in numpy, which promotes.
+    numeric = jnp.issubdtype(running.dtype, jnp.floating) or jnp.issubdtype(
+        running.dtype, jnp.integer
+    )
+    if stat_dtype is None or not numeric:
+        return running
+    with jax.numpy_dtype_promotion("standard"):
+        return running.astype(jnp.promote_types(stat_dtype, running.dtype))
