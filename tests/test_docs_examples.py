@@ -32,12 +32,13 @@ REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_the_page_examples_run(page):
+def test_the_page_examples_run(page, tmp_path, monkeypatch):
     path = ROOT / page
     if not path.exists():
         pytest.skip(f"{page} does not exist")
     blocks = python_blocks(path.read_text())
     assert blocks, f"{page} has no python example"
+    monkeypatch.chdir(tmp_path)  # where the examples write their files
     namespace: dict = {"__name__": "__docs__"}
     for number, block in enumerate(blocks, 1):
         if REAL_LUCID.search(block):

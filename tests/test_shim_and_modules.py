@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import reference_instance_norm
+from conftest import DATA, reference_instance_norm
 
 import lucid_jax
 import lucid_jax.nn.functional as F
@@ -179,14 +181,26 @@ def test_load_state_dict_checks_everything_before_changing_anything():
     np.testing.assert_array_equal(m.weight.data, np.full(2, 5.0))
 
 
-def test_tensor_dtypes():
-    assert Tensor([1.0, 2.0]).dtype == jnp.float32
-    assert Tensor(1.5).dtype == jnp.float32
-    assert Tensor([1, 2]).dtype == jnp.int32
-    assert Tensor([1, 2], dtype=jnp.float32).dtype == jnp.float32
+LUCID_TENSOR_DTYPES = json.loads((DATA / "lucid_2_14_5_tensor_dtypes.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", LUCID_TENSOR_DTYPES, ids=lambda case: case["data"])
+def test_tensor_dtypes_are_lucid_s(case):
+    data = eval(case["data"], {"np": np})  # the recording's own expression
+    dtype = case.get("dtype_argument")
     with jax.enable_x64(True):
-        assert Tensor([1.0]).dtype == jnp.float32
-        assert Tensor(np.ones(2)).dtype == jnp.float64
+        assert Tensor(data, dtype=dtype).dtype == np.dtype(case["dtype"])
+    # Without x64, JAX's canonical dtype of Lucid's (float64 -> float32, int64 -> int32).
+    assert Tensor(data, dtype=dtype).dtype == jax.dtypes.canonicalize_dtype(case["dtype"])
+
+
+def test_tensor_takes_lucid_s_keywords_and_checks_them():
+    x = Tensor([1.0], requires_grad=True, keep_grad=False, device="gpu")
+    np.testing.assert_array_equal(x, [1.0])
+    with pytest.raises(ValueError, match=r"device must be one of.*'tpu'"):
+        Tensor([1.0], device="tpu")
+    with pytest.raises(TypeError, match="requires_grad and keep_grad must be bools"):
+        Tensor([1.0], requires_grad="yes")
 
 
 def test_pure_and_shim_agree(rng):
