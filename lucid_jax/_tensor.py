@@ -30,7 +30,7 @@ def Tensor(
     gradients of functions (`jax.grad`), not of arrays. `device` (`"cpu"` or `"gpu"`, Lucid's
     choices) is accepted too; JAX places the array on its default device.
 
-    Example:
+    Examples:
         >>> from lucid_jax import Tensor
         >>> Tensor([[1.0, 2.0], [3.0, 4.0]]).dtype  # float64 in Lucid; float32 without x64
         dtype('float32')

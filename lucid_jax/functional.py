@@ -111,7 +111,7 @@ def instance_norm(
       ValueError: wrong shapes, only one running statistic, momentum outside `[0, 1]`,
         negative `eps`, a zero-size spatial axis.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> from lucid_jax import instance_norm
       >>> x = jnp.array([[[1.0, 2.0], [3.0, 5.0]]])          # (N=1, C=2, L=2)

@@ -48,7 +48,7 @@ def flax_momentum_from_lucid(momentum: float | None = 0.1) -> float:
         TypeError: `momentum` is not a real number or None.
         ValueError: `momentum` is outside $[0, 1]$.
 
-    Example:
+    Examples:
         >>> from lucid_jax.flax import flax_momentum_from_lucid
         >>> flax_momentum_from_lucid(0.1)
         0.9
@@ -140,7 +140,7 @@ def linen_variables_from_lucid(
         ValueError: no instance norm entries under `prefix`, unexpected ones, half of a pair,
             or entries that are not vectors of one length.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from lucid_jax.flax import linen, linen_variables_from_lucid
         >>> state = {"1.weight": jnp.ones(3), "1.bias": jnp.zeros(3),
@@ -183,7 +183,7 @@ def load_lucid_into_nnx(layer: Any, state_dict: Mapping[str, ArrayLike], prefix:
         ValueError: the state dict's instance norm entries do not match the layer's variables
             (missing, extra, or of another shape), or are malformed.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> from lucid_jax.flax import flax_momentum_from_lucid, load_lucid_into_nnx

@@ -63,7 +63,7 @@ def load(path: str | os.PathLike[str]) -> Any:
             or a mapping of names to arrays, or (x64 off) 64-bit integers beyond 32 bits.
             The message names the file.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> import jax.numpy as jnp
         >>> import lucid_jax
@@ -206,7 +206,7 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
             dtype the format cannot store.
         ValueError: the suffix is not `.lct`, `.lcd` or `.safetensors`.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> from collections import OrderedDict
         >>> import jax.numpy as jnp

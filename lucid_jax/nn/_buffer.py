@@ -50,7 +50,7 @@ class Buffer:
       data: the array to hold (anything `jnp.asarray` accepts; a Buffer is unwrapped).
       dtype: convert to this dtype; default: keep the data's.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax.nn import Buffer
       >>> buf = Buffer(jnp.zeros(2))
@@ -147,7 +147,7 @@ class Parameter(Buffer):
     A [`Module`][lucid_jax.nn.Module] lists it among its `parameters()`; otherwise it behaves
     as a [`Buffer`][lucid_jax.nn.Buffer].
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax.nn import Parameter
       >>> Parameter(jnp.ones(2)) * 3

@@ -44,7 +44,7 @@ class Sequential(Module):
       *modules: the modules, named `"0"`, `"1"`, ...; or a single `OrderedDict` of name to
         module.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax import nn
       >>> seq = nn.Sequential(nn.InstanceNorm1d(2), nn.InstanceNorm1d(2, affine=False))
@@ -98,7 +98,7 @@ class Sequential(Module):
 class ModuleList(Module):
     """A list of modules, registered as children `"0"`, `"1"`, ..., as `lucid.nn.ModuleList`.
 
-    Example:
+    Examples:
       >>> from lucid_jax import nn
       >>> blocks = nn.ModuleList([nn.InstanceNorm1d(2) for _ in range(2)])
       >>> [name for name, _ in blocks.named_parameters()]
@@ -157,7 +157,7 @@ class ModuleList(Module):
 class ModuleDict(Module):
     """Modules by name, registered as children under their keys, as `lucid.nn.ModuleDict`.
 
-    Example:
+    Examples:
       >>> from lucid_jax import nn
       >>> heads = nn.ModuleDict({"norm": nn.InstanceNorm1d(2, affine=False)})
       >>> list(heads.state_dict())

@@ -51,7 +51,7 @@ def functional_call(
       ValueError: a key is not in the module's `state_dict`, a value has another shape, or
         shared entries are given different values.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> from lucid_jax import nn
       >>> norm = nn.InstanceNorm1d(2)

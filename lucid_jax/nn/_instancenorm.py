@@ -109,7 +109,7 @@ class InstanceNorm1d(_InstanceNorm):
       ValueError: `num_features` is not a positive int; at call time, the input has
         another number of dimensions.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax.nn import InstanceNorm1d
       >>> m = InstanceNorm1d(2)
@@ -137,7 +137,7 @@ class InstanceNorm2d(_InstanceNorm):
       ValueError: `num_features` is not a positive int; at call time, the input has
         another number of dimensions.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax.nn import InstanceNorm2d
       >>> m = InstanceNorm2d(3).eval()
@@ -165,7 +165,7 @@ class InstanceNorm3d(_InstanceNorm):
       ValueError: `num_features` is not a positive int; at call time, the input has
         another number of dimensions.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax.nn import InstanceNorm3d
       >>> InstanceNorm3d(2, affine=False)(jnp.ones((1, 2, 2, 2, 2))).shape

@@ -32,7 +32,7 @@ class Module:
     function of its state (under `jax.jit`, `jax.grad`, `jax.vmap`) use
     [`functional_call`][lucid_jax.nn.functional_call].
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> from lucid_jax import nn
       >>> class Scale(nn.Module):

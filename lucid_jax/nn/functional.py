@@ -62,7 +62,7 @@ def instance_norm(
         an argument is of the wrong type (see [`instance_norm`][lucid_jax.instance_norm]).
       ValueError: an argument has the wrong shape or value.
 
-    Example:
+    Examples:
       >>> from lucid_jax import Tensor
       >>> from lucid_jax.nn import Buffer
       >>> import lucid_jax.nn.functional as F
