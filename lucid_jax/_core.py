@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,25 @@ Array = jax.Array
 #: How the per-instance variance is taken (a static choice, see `instance_moments`).
 VarianceMethod = Literal["two_pass", "one_pass"]
 VARIANCE_METHODS: tuple[str, ...] = ("two_pass", "one_pass")
+
+
+class MappedAxis(NamedTuple):
+    """A `shard_map`/`pmap` axis over which every instance is split (static, hashable).
+
+    Each device holds an equal share of every instance's elements (e.g. the spatial axes are
+    sharded), so the per-instance statistics are `lax.pmean`ed over `name`: Flax's
+    `InstanceNorm(axis_name=...)`. `index_groups` are `lax.pmean`'s `axis_index_groups`.
+    """
+
+    name: str | tuple[str, ...]
+    index_groups: tuple[tuple[int, ...], ...] | None = None
+
+
+def _across(value: Array, instance_axis: MappedAxis | None) -> Array:
+    """`value`, a per-instance mean, averaged over the devices sharing each instance."""
+    if instance_axis is None:
+        return value
+    return lax.pmean(value, instance_axis.name, axis_index_groups=instance_axis.index_groups)
 
 
 def statistics_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -79,22 +98,27 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-def _mean(x: Array, axes: tuple[int, ...]) -> Array:
+def _mean(x: Array, axes: tuple[int, ...], instance_axis: MappedAxis | None) -> Array:
     """`Σ x / n` over `axes` (kept), with a true division, as numpy's (and Lucid's) mean.
 
     XLA rewrites a division by a constant into a multiplication by its rounded reciprocal,
     which is off by an ulp: the mean of seven 123.25s would not be 123.25, and a constant
     instance would get a variance of ~1e-18 instead of 0 (it does so for any scalar divisor,
     constant or not). Dividing by `n` per instance, an array hidden behind an optimization
-    barrier (`N·C` elements: free on every backend), keeps the division.
+    barrier (`N·C` elements: free on every backend), keeps the division. With an
+    `instance_axis`, the means of the equal shares are averaged across it.
     """
     total = jnp.sum(x, axis=axes, keepdims=True)
     count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in axes)))
-    return total / count
+    return _across(total / count, instance_axis)
 
 
 def instance_moments(
-    x: Array, axes: tuple[int, ...], variance_method: VarianceMethod, dtype: jnp.dtype
+    x: Array,
+    axes: tuple[int, ...],
+    variance_method: VarianceMethod,
+    dtype: jnp.dtype,
+    instance_axis: MappedAxis | None = None,
 ) -> tuple[Array, Array, Array]:
     """Per-instance `(shift, centred_mean, var)` in `dtype`: `mean = shift + centred_mean`.
 
@@ -120,16 +144,16 @@ def instance_moments(
     # Each reduction reads x through a barrier with its own partner on CPU (see
     # lucid_jax._cpu_barrier): the partners are distinct, and used, so XLA merges none of them.
     if variance_method == "one_pass":
-        centred_mean = _mean(x.astype(dtype), axes)
+        centred_mean = _mean(x.astype(dtype), axes, instance_axis)
         x_read, negated_mean = cpu_only_barrier(x, -centred_mean)
-        square_mean = _mean(jnp.square(x_read.astype(dtype)), axes)
+        square_mean = _mean(jnp.square(x_read.astype(dtype)), axes, instance_axis)
         shift, centred_mean = jnp.zeros_like(centred_mean), -negated_mean
     else:
-        shift = lax.stop_gradient(_mean(x.astype(dtype), axes))
+        shift = lax.stop_gradient(_mean(x.astype(dtype), axes, instance_axis))
         x_read, shift_read = cpu_only_barrier(x, shift)
-        centred_mean = _mean(x_read.astype(dtype) - shift_read, axes)
+        centred_mean = _mean(x_read.astype(dtype) - shift_read, axes, instance_axis)
         x_read, negated_shift = cpu_only_barrier(x, -shift)
-        square_mean = _mean(jnp.square(x_read.astype(dtype) + negated_shift), axes)
+        square_mean = _mean(jnp.square(x_read.astype(dtype) + negated_shift), axes, instance_axis)
         # An infinite mean (an instance holding ±inf) is the mean: x - inf has nothing to add.
         centred_mean = jnp.where(jnp.isfinite(shift), centred_mean, 0)
     var = square_mean - jnp.square(centred_mean)
@@ -144,6 +168,7 @@ def _train_forward(
     eps: Array,
     axes: tuple[int, ...],
     variance_method: VarianceMethod,
+    instance_axis: MappedAxis | None,
 ) -> tuple[Array, Array, Array, Array, Array]:
     """Normalise with instance statistics; returns `(y, shift, centred_mean, var, inv_std)`.
 
@@ -152,7 +177,7 @@ def _train_forward(
     the statistics keep `axes`.
     """
     dtype = eps.dtype
-    shift, centred_mean, var = instance_moments(x, axes, variance_method, dtype)
+    shift, centred_mean, var = instance_moments(x, axes, variance_method, dtype, instance_axis)
     x_read, inv_std = cpu_only_barrier(x, lax.rsqrt(var + eps))
     scale = inv_std if weight is None else inv_std * weight
     y = ((x_read.astype(dtype) - shift) - centred_mean) * scale
@@ -161,7 +186,7 @@ def _train_forward(
     return y, shift, centred_mean, var, inv_std
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
 def train_normalize(
     x: Array,
     weight: Array | None,
@@ -169,6 +194,7 @@ def train_normalize(
     eps: Array,
     axes: tuple[int, ...],
     variance_method: VarianceMethod,
+    instance_axis: MappedAxis | None = None,
 ) -> tuple[Array, Array, Array]:
     r"""Normalise `x` with each instance's own statistics; returns `(y, mean, var)`.
 
@@ -197,16 +223,18 @@ def train_normalize(
     compiled temporary memory of a forward+backward stays near zero) and low-precision input
     is converted on the fly, never materialised in float32.
     """
-    y, shift, centred_mean, var, _ = _train_forward(x, weight, bias, eps, axes, variance_method)
+    y, shift, centred_mean, var, _ = _train_forward(
+        x, weight, bias, eps, axes, variance_method, instance_axis
+    )
     return y, shift + centred_mean, var
 
 
 @train_normalize.defjvp
-def _train_normalize_jvp(axes, variance_method, primals, tangents):
+def _train_normalize_jvp(axes, variance_method, instance_axis, primals, tangents):
     x, weight, bias, eps = primals
     dx, dweight, dbias, deps = tangents
     y, shift, centred_mean, var, inv_std = _train_forward(
-        x, weight, bias, eps, axes, variance_method
+        x, weight, bias, eps, axes, variance_method, instance_axis
     )
     dtype = var.dtype
 
@@ -222,8 +250,9 @@ def _train_normalize_jvp(axes, variance_method, primals, tangents):
     x_read, shift_read, centred_mean = cpu_only_barrier(x, shift, centred_mean)
     shifted_for_reduction = x_read.astype(dtype) - shift_read
     scale = inv_std if weight is None else inv_std * weight
-    dmean = jnp.mean(dx, axis=axes, keepdims=True)
-    dvar = 2 * (jnp.mean(shifted * dx, axis=axes, keepdims=True) - centred_mean * dmean)
+    dmean = _across(jnp.mean(dx, axis=axes, keepdims=True), instance_axis)
+    shifted_dx_mean = _across(jnp.mean(shifted * dx, axis=axes, keepdims=True), instance_axis)
+    dvar = 2 * (shifted_dx_mean - centred_mean * dmean)
     dinv_std = -0.5 * inv_std**3 * (dvar + deps)
     dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)
     offset = -scale * dmean - centred_mean * dscale  # per instance (see the docstring)
@@ -250,6 +279,7 @@ def normalize(
     channel_axis: int,
     axis_name: str | Sequence[str] | None,
     variance_method: VarianceMethod = "two_pass",
+    instance_axis: MappedAxis | None = None,
 ) -> tuple[Array, Array | None, Array | None]:
     """Instance norm with Lucid's semantics; returns `(y, new_running_mean, new_running_var)`.
 
@@ -257,7 +287,9 @@ def normalize(
     output is normalised with each instance's own statistics, and running stats, when given,
     are updated. Otherwise the running stats normalise and are returned unchanged.
     `y`'s dtype is `result_dtype` of `x`, `weight` and `bias`; the arithmetic is
-    in `statistics_dtype` of it; the running stats keep their own dtypes.
+    in `statistics_dtype` of it; the running stats keep their own dtypes. `axis_name` is
+    the axis the batch is split over (the running stats' batch averages are averaged over
+    it); `instance_axis` the one every instance is split over (its statistics are).
     Arguments must already be checked (see `lucid_jax.functional.instance_norm`).
     """
     ndim = x.ndim
@@ -279,7 +311,7 @@ def normalize(
             y = y + b
         return y.astype(out_dtype), running_mean, running_var
 
-    y, mean, var = train_normalize(x, w, b, eps, axes, variance_method)
+    y, mean, var = train_normalize(x, w, b, eps, axes, variance_method, instance_axis)
     y = y.astype(out_dtype)
     if running_mean is None or x.shape[0] == 0:
         # No running stats to update, or an empty batch: averaging it would write NaN.

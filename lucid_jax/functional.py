@@ -6,6 +6,7 @@ Argument checking lives here, once; the maths lives in `lucid_jax._core`.
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -37,7 +38,13 @@ class InstanceNormOutput(NamedTuple):
 
 _normalize = jax.jit(
     _core.normalize,
-    static_argnames=("use_instance_stats", "channel_axis", "axis_name", "variance_method"),
+    static_argnames=(
+        "use_instance_stats",
+        "channel_axis",
+        "axis_name",
+        "variance_method",
+        "instance_axis",
+    ),
 )
 
 
@@ -54,6 +61,8 @@ def instance_norm(
     channel_axis: int = 1,
     axis_name: str | Sequence[str] | None = None,
     variance_method: _core.VarianceMethod = "two_pass",
+    instance_axis_name: str | Sequence[str] | None = None,
+    axis_index_groups: Sequence[Sequence[int]] | None = None,
 ) -> InstanceNormOutput:
     r"""Instance normalisation with Lucid 2.14.5's semantics, as a pure function.
 
@@ -102,6 +111,12 @@ def instance_norm(
         any layout of values, at the cost of one more read of the input. `"one_pass"`:
         `E[x²] - E[x]²` from one read; as accurate only for data whose mean is no more than
         about its standard deviation (typical activations), wrong in float32 far from zero.
+      instance_axis_name: a mapped axis name over which every instance is split (each
+        device holds an equal share of each instance's elements, e.g. sharded spatial axes):
+        the per-instance statistics are averaged over it (`lax.pmean`), as Flax's
+        `InstanceNorm(axis_name=...)` does.
+      axis_index_groups: `lax.pmean`'s groups of indices of `instance_axis_name` (only with
+        it): each group of devices shares its own instances.
 
     Returns:
       [`InstanceNormOutput`][lucid_jax.InstanceNormOutput] `(output, running_mean, running_var)`.
@@ -142,6 +157,7 @@ def instance_norm(
     _check_scalar(momentum, "momentum", low=0.0, high=1.0)
     _check_scalar(eps, "eps", low=0.0, high=None)
     _check_variance_method(variance_method)
+    instance_axis = _instance_axis(instance_axis_name, axis_index_groups)
 
     use_instance_stats = training or running_mean is None
     y, new_mean, new_var = _normalize(
@@ -156,6 +172,7 @@ def instance_norm(
         channel_axis=channel_axis,
         axis_name=_hashable(axis_name),
         variance_method=variance_method,
+        instance_axis=instance_axis,
     )
     if not training:
         # Running stats are returned exactly as they came in (not a recomputed copy).
@@ -295,6 +312,25 @@ def _check_scalar(value: Any, name: str, *, low: float, high: float | None) -> N
     if not in_range:  # also catches NaN
         expected = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise ValueError(f"instance_norm: {name} must be {expected}; got {number!r}.")
+
+
+def _instance_axis(name: Any, index_groups: Any) -> _core.MappedAxis | None:
+    if index_groups is not None:
+        try:
+            index_groups = tuple(tuple(operator.index(i) for i in group) for group in index_groups)
+        except TypeError as error:
+            raise TypeError(
+                "instance_norm: axis_index_groups must be a sequence of sequences of device "
+                f"indices, e.g. [[0, 1], [2, 3]]; got {_describe(index_groups)}."
+            ) from error
+    if name is None:
+        if index_groups is not None:
+            raise ValueError(
+                f"instance_norm: axis_index_groups={index_groups} needs instance_axis_name, "
+                "the mapped axis whose indices they group; got instance_axis_name=None."
+            )
+        return None
+    return _core.MappedAxis(_hashable(name), index_groups)
 
 
 def _hashable(axis_name: Any) -> Any:

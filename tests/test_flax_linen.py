@@ -487,7 +487,7 @@ SHARDED_LINEN = """
         return f(jax.device_put(variables, NamedSharding(mesh, P())),
                  jax.device_put(x, NamedSharding(mesh, P("batch"))))
 
-    y, updates = sharded(InstanceNorm(momentum=0.9, axis_name="batch"))
+    y, updates = sharded(InstanceNorm(momentum=0.9, batch_axis_name="batch"))
     ref_y, ref = InstanceNorm(momentum=0.9).apply(variables, x, use_running_average=False,
                                                   mutable=["batch_stats"])
     np.testing.assert_allclose(y, ref_y, rtol=1e-6, atol=1e-6)

@@ -378,7 +378,7 @@ SHARDED_NNX = """
                     + np.arange(8)[:, None, None, None], jnp.float32)
 
     def sharded(axis_name):
-        graphdef, state = nnx.split(InstanceNorm(3, momentum=0.9, axis_name=axis_name,
+        graphdef, state = nnx.split(InstanceNorm(3, momentum=0.9, batch_axis_name=axis_name,
                                                  rngs=nnx.Rngs(0)))
         def step(state, x):
             model = nnx.merge(graphdef, state)

@@ -1,33 +1,109 @@
-"""What the linen and nnx InstanceNorm layers share: argument checks and the call to the core.
+"""What the linen and nnx InstanceNorm layers share: argument checks, layout and the core call.
 
 Both faces are thin: they declare their variables in their framework's way and call
-:func:`normalize`, which converts Flax's conventions (momentum, dtypes, layout) to the pure
-:func:`lucid_jax.instance_norm`. No statistic is computed here.
+[`normalize`][lucid_jax.flax._common.normalize], which converts Flax's conventions (momentum,
+dtypes, feature axes) to the pure [`instance_norm`][lucid_jax.instance_norm]. No statistic is
+computed here.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.typing import Dtype
 
 from lucid_jax import _core
-from lucid_jax.functional import check_channel_axis, instance_norm
+from lucid_jax.functional import instance_norm
 
 Array = jax.Array
 
+#: Flax's words for a feature axis on the batch axis (its own tests match them).
+_BATCH_AXIS_MESSAGE = (
+    "The channel axes cannot include the leading dimension as this is assumed to be the batch axis."
+)
 
-def num_channels(layer: str, x: Array, channel_axis: Any) -> int:
-    """The size of ``channel_axis`` of ``x``, with a layer-named error for a bad axis."""
-    if x.ndim < 3:
+
+def choose_feature_axes(layer: str, feature_axes: Any, channel_axis: Any) -> tuple[str, Any]:
+    """`(argument name, value)` of the feature axes: Flax's `feature_axes` or Lucid's alias.
+
+    `channel_axis` (`None` unless given) names one feature axis; it may not be given with a
+    `feature_axes` other than the default -1.
+    """
+    if channel_axis is None:
+        return "feature_axes", feature_axes
+    if not (isinstance(feature_axes, numbers.Integral) and feature_axes == -1):
         raise ValueError(
-            f"{layer}: input must have at least 3 dims (batch, spatial..., channels); got shape "
+            f"{layer}: give the feature axes as feature_axes (Flax's name) or channel_axis "
+            f"(Lucid's, one axis), not both; got feature_axes={feature_axes!r} and "
+            f"channel_axis={channel_axis!r}."
+        )
+    return "channel_axis", channel_axis
+
+
+def canonical_feature_axes(layer: str, name: str, value: Any, ndim: int) -> tuple[int, ...]:
+    """The feature axes as sorted non-negative ints, leaving at least one axis to reduce.
+
+    `value` is one axis or a sequence of them (Flax's `Axes`); `name` is the argument it came
+    from, for the errors. The batch axis 0 cannot be a feature axis.
+    """
+    axes = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else (value,)
+    for axis in axes:
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(
+                f"{layer}: {name} must be an int or a sequence of ints (axes of the input); "
+                f"got {value!r}."
+            )
+    if ndim < 2 or not all(-ndim <= axis < ndim for axis in axes):
+        raise ValueError(
+            f"{layer}: {name} must be axes of the {ndim}-dim input (1..{ndim - 1} or "
+            f"-{ndim - 1}..-1); got {value!r}."
+        )
+    canonical = tuple(sorted({int(axis) % ndim for axis in axes}))
+    if 0 in canonical:
+        raise ValueError(
+            f"{layer}: {name} must not include axis 0; got {value!r}. {_BATCH_AXIS_MESSAGE}"
+        )
+    return canonical
+
+
+def check_input(layer: str, x: Any, name: str, value: Any) -> tuple[Array, tuple[int, ...]]:
+    """`x` as an array and its canonical feature axes, with a layer-named error for bad input.
+
+    At least one axis besides the batch and feature axes must be left to normalise over:
+    with none, every instance is one element, its variance 0, and the output the bias.
+    """
+    x = jnp.asarray(x)
+    axes = canonical_feature_axes(layer, name, value, x.ndim) if x.ndim >= 2 else ()
+    needed = 2 + (len(axes) if x.ndim >= 2 else 1)
+    if x.ndim < needed:
+        raise ValueError(
+            f"{layer}: input must have at least {needed} dims (batch, at least one axis to "
+            f"normalise over, and the feature axes {name}={value!r}); got shape "
             f"{tuple(x.shape)}. For a single unbatched sample, add a batch axis: x[None]."
         )
-    return int(x.shape[check_channel_axis(channel_axis, x.ndim, caller=layer)])
+    return x, axes
+
+
+def check_mask(layer: str, mask: Any) -> None:
+    """Flax's `mask` is accepted as `None` only: statistics are over every element."""
+    if mask is not None:
+        shape = getattr(mask, "shape", None)
+        raise ValueError(
+            f"{layer}: mask is not supported (statistics are taken over every element of each "
+            f"instance); got a mask{'' if shape is None else f' of shape {tuple(shape)}'}. "
+            "Pass mask=None, or use flax's InstanceNorm for masked statistics."
+        )
+
+
+def feature_shape(x: Array, feature_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of the per-feature variables: the sizes of the feature axes, in order."""
+    return tuple(int(x.shape[axis]) for axis in feature_axes)
 
 
 def lucid_momentum(layer: str, momentum: Any) -> Any:
@@ -46,6 +122,33 @@ def lucid_momentum(layer: str, momentum: Any) -> Any:
     return 1 - momentum
 
 
+def _core_layout(
+    x: Array, feature_axes: tuple[int, ...]
+) -> tuple[Array, int, Callable[[Array], Array]]:
+    """`(x', channel_axis, restore)`: `x` in a layout with one channel axis for the core.
+
+    One feature axis is passed through as the channel axis. Several (or none) become one:
+    `x` is laid out as `(N, reduced elements, features)`, which the core normalises with
+    `channel_axis=2`, and `restore` puts the output back.
+    """
+    if len(feature_axes) == 1:
+        return x, feature_axes[0], lambda y: y
+    reduced = [axis for axis in range(1, x.ndim) if axis not in feature_axes]
+    order = (0, *reduced, *feature_axes)
+    moved = jnp.transpose(x, order)
+    flat = moved.reshape(
+        x.shape[0],
+        math.prod(x.shape[axis] for axis in reduced),
+        math.prod(x.shape[axis] for axis in feature_axes),
+    )
+    inverse = tuple(int(axis) for axis in np.argsort(order))
+    return flat, 2, lambda y: jnp.transpose(y.reshape(moved.shape), inverse)
+
+
+def _flat(v: Array | None) -> Array | None:
+    return None if v is None else jnp.reshape(v, -1)
+
+
 def normalize(
     layer: str,
     x: Array,
@@ -57,19 +160,27 @@ def normalize(
     training: bool,
     momentum: Any,
     epsilon: float,
-    channel_axis: int,
-    axis_name: str | None,
+    feature_axes: tuple[int, ...],
+    axis_name: Any,
+    axis_index_groups: Any,
+    batch_axis_name: Any,
     dtype: Dtype | None,
     use_fast_variance: bool,
 ) -> tuple[Array, Array | None, Array | None]:
-    """Call :func:`lucid_jax.instance_norm` with Flax's conventions.
+    """Call [`instance_norm`][lucid_jax.instance_norm] with Flax's conventions.
 
-    ``momentum`` is Flax's. The output dtype is Flax's: ``dtype`` when given, else inferred
-    from the input and the parameters (standard promotion, also under strict promotion, where
-    it is explicit); the input is promoted to it first when that widens it, so e.g. bfloat16
-    input with float32 params is normalised in float32. ``use_fast_variance`` picks the
-    one-pass variance (see :func:`lucid_jax.instance_norm`'s ``variance_method``). New running
-    statistics carry no gradient (they are buffers).
+    `momentum` is Flax's. `feature_axes` come from
+    [`check_input`][lucid_jax.flax._common.check_input]; `scale`, `bias` and the running
+    statistics have the shape of the feature axes (or are flat), and the new running
+    statistics come back in the shape of the old. `axis_name` is Flax's: the axis every
+    instance is split over (its statistics are averaged over it, with `axis_index_groups`);
+    `batch_axis_name` the axis the batch is split over (the running statistics' batch
+    averages are). The output dtype is Flax's: `dtype` when given, else inferred from the
+    input and the parameters (standard promotion, also under strict promotion, where it is
+    explicit); the input is promoted to it first when that widens it, so e.g. bfloat16 input
+    with float32 params is normalised in float32. `use_fast_variance` picks the one-pass
+    variance (see [`instance_norm`][lucid_jax.instance_norm]'s `variance_method`). New
+    running statistics carry no gradient (they are buffers).
     """
     # Flax's canonicalize_dtype: the promotion of the arguments, float32 if that is an int.
     inferred = _core.result_dtype(x.dtype, *(None if p is None else p.dtype for p in (scale, bias)))
@@ -77,19 +188,25 @@ def normalize(
         inferred = jnp.dtype(jnp.float32)
     out_dtype = inferred if dtype is None else jnp.dtype(dtype)
     x = x.astype(_core.result_dtype(inferred, out_dtype))
+    core_x, channel_axis, restore = _core_layout(x, feature_axes)
     y, new_mean, new_var = instance_norm(
-        x,
-        running_mean,
-        running_var,
-        scale,
-        bias,
+        core_x,
+        _flat(running_mean),
+        _flat(running_var),
+        _flat(scale),
+        _flat(bias),
         training=training,
         momentum=lucid_momentum(layer, momentum),
         eps=epsilon,
         channel_axis=channel_axis,
-        axis_name=axis_name,
+        axis_name=batch_axis_name,
         variance_method="one_pass" if use_fast_variance else "two_pass",
+        instance_axis_name=axis_name,
+        # As Flax: the groups only mean something with the axis they group.
+        axis_index_groups=None if axis_name is None else axis_index_groups,
     )
     if new_mean is not None:
         new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
-    return y.astype(out_dtype), new_mean, new_var
+        new_mean = new_mean.reshape(running_mean.shape)
+        new_var = new_var.reshape(running_var.shape)
+    return restore(y).astype(out_dtype), new_mean, new_var

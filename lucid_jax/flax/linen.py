@@ -1,20 +1,8 @@
-"""``flax.linen`` face of Lucid's instance norm: :class:`InstanceNorm`.
+"""`flax.linen` face of Lucid's instance norm: [`InstanceNorm`][lucid_jax.flax.linen.InstanceNorm].
 
-A thin layer over :func:`lucid_jax.instance_norm`: it declares the variables (``params`` and,
-when tracking, ``batch_stats``), converts Flax's conventions to Lucid's, and calls the pure
-function. It computes no statistics itself.
-
-Conventions (Flax's, as :class:`flax.linen.BatchNorm`)::
-
-    training (use_running_average=False):
-        y = (x - mean_nc) / sqrt(var_nc + epsilon) * scale_c + bias_c     (instance stats)
-        mean <- momentum * mean + (1 - momentum) * mean_n(mean_nc)         (Flax momentum)
-        var  <- momentum * var  + (1 - momentum) * mean_n(var_nc)          (biased variance)
-    eval (use_running_average=True):
-        y = (x - mean) / sqrt(var + epsilon) * scale_c + bias_c            (running stats)
-
-Flax's ``momentum`` is the weight of the *old* value, Lucid's the weight of the *new* batch
-statistic: ``lucid_momentum = 1 - flax_momentum`` (Flax 0.9 is Lucid/PyTorch's 0.1).
+A thin layer over [`instance_norm`][lucid_jax.instance_norm]: it declares the variables
+(`params` and, when tracking, `batch_stats`), converts Flax's conventions to Lucid's, and calls
+the pure function. It computes no statistics itself.
 """
 
 from __future__ import annotations
@@ -24,75 +12,96 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax.typing import Dtype, Initializer
+from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
 
 from lucid_jax._core import statistics_dtype
-from lucid_jax.flax._common import normalize, num_channels
+from lucid_jax.flax._common import (
+    check_input,
+    check_mask,
+    choose_feature_axes,
+    feature_shape,
+    normalize,
+)
 
 Array = jax.Array
 
 __all__ = ["InstanceNorm"]
 
 
-# --- the linen module ----------------------------------------------------------------------
-
-
 class InstanceNorm(nn.Module):
-    """Instance normalisation with Lucid's running statistics, as a ``flax.linen`` Module.
+    r"""Instance normalisation with Lucid's running statistics, as a `flax.linen` Module.
 
-    Each sample's channels are normalised by their own statistics over the spatial axes
-    (every axis but the batch axis 0 and ``channel_axis``)::
+    Each sample is normalised per feature by its own statistics over every other axis but
+    the batch axis 0 (the feature axes are `feature_axes`, channels last by default), with
+    the biased variance:
 
-        y[n, ..., c] = (x[n, ..., c] - mean[n, c]) / sqrt(var[n, c] + epsilon) * scale[c] + bias[c]
+    $$
+    y_{n\ldots c} = \frac{x_{n\ldots c} - \mu_{nc}}{\sqrt{\sigma^2_{nc} + \epsilon}}\,
+    \gamma_c + \beta_c
+    $$
 
-    with the biased variance. When ``track_running_stats``, training mode also keeps running
-    averages of the batch-averaged instance statistics in the ``batch_stats`` collection, with
-    Flax's momentum convention::
+    When `track_running_stats`, training mode also keeps running averages of the
+    batch-averaged instance statistics in the `batch_stats` collection, with Flax's momentum
+    convention (`m` is `momentum`, the weight of the *old* value):
 
-        batch_stats.mean <- momentum * batch_stats.mean + (1 - momentum) * mean_n(mean[n, :])
-        batch_stats.var  <- momentum * batch_stats.var  + (1 - momentum) * mean_n(var[n, :])
+    $$
+    \text{mean} \leftarrow m\,\text{mean} + (1 - m)\,\tfrac1N \textstyle\sum_n \mu_{n},
+    \qquad
+    \text{var} \leftarrow m\,\text{var} + (1 - m)\,\tfrac1N \textstyle\sum_n \sigma^2_{n}
+    $$
 
-    and eval mode (``use_running_average=True``) normalises with them instead. The work is done
-    by :func:`lucid_jax.instance_norm` (Lucid 2.14.5 semantics), called with
-    ``momentum=1 - self.momentum``.
+    and eval mode (`use_running_average=True`) normalises with them instead. The work is done
+    by [`instance_norm`][lucid_jax.instance_norm] (Lucid 2.14.5 semantics) with
+    `momentum=1 - self.momentum`: Flax's 0.9 is Lucid's (and PyTorch's) 0.1.
 
-    Like :class:`flax.linen.BatchNorm`, ``init`` leaves ``batch_stats`` at zeros/ones, and a
-    training-mode ``apply`` updates them when ``batch_stats`` is mutable
-    (``mutable=['batch_stats']``); when it is not, the output is the same (instance
+    Like `flax.linen.BatchNorm`, `init` leaves `batch_stats` at zeros/ones, and a
+    training-mode `apply` updates them when `batch_stats` is mutable
+    (`mutable=['batch_stats']`); when it is not, the output is the same (instance
     statistics) and the stored statistics are left as they are.
 
-    With ``track_running_stats=False`` there is no ``batch_stats`` collection, the output always
-    uses instance statistics, ``use_running_average`` may be omitted, and the layer is a drop-in
-    for ``flax.linen.InstanceNorm(feature_axes=channel_axis, use_fast_variance=False)``: same
-    ``params`` names and shapes, same output (note the different default ``epsilon``: Flax's
-    is 1e-6).
+    With `track_running_stats=False` there is no `batch_stats` collection, the output always
+    uses instance statistics, `use_running_average` may be omitted, and the layer is a drop-in
+    for `flax.linen.InstanceNorm` with the same fields: same `params` names and shapes, same
+    output. Two defaults differ: `epsilon` is Lucid's 1e-5 (Flax's is 1e-6) and
+    `use_fast_variance` is False (Flax's is True).
 
     Attributes:
-      use_running_average: if True, normalise with ``batch_stats`` (eval); if False, with
-        instance statistics, updating ``batch_stats`` (training). Give it here or at call time
-        (not both), as :func:`flax.linen.merge_param` requires. With
-        ``track_running_stats=False``, True falls back to instance statistics (as Lucid).
-      momentum: Flax convention, the weight of the *old* running value:
-        ``new = momentum * old + (1 - momentum) * batch``. Lucid's (and PyTorch's) momentum is
-        ``1 - momentum``: Flax 0.9 is Lucid 0.1, Flax 0.99 (the default) is Lucid 0.01.
-      epsilon: added to the variance (Lucid's ``eps``).
-      use_scale: learn a per-channel ``scale`` (initialised by ``scale_init``, ones).
-      use_bias: learn a per-channel ``bias`` (initialised by ``bias_init``, zeros).
-      track_running_stats: keep ``batch_stats`` ``mean`` (zeros) and ``var`` (ones).
-      channel_axis: the channel axis (Flax layout: -1, the default; Lucid's layout: 1). Not 0.
-      axis_name: a ``shard_map``/``pmap`` axis name: the batch averages feeding the running
-        statistics are also averaged over it, so every shard stores the global-batch update.
-        The output is per sample and needs no synchronisation.
+      use_running_average: if True, normalise with `batch_stats` (eval); if False, with
+        instance statistics, updating `batch_stats` (training). Give it here or at call
+        time (not both), as `flax.linen.merge_param` requires. With
+        `track_running_stats=False`, True falls back to instance statistics (as Lucid).
+      momentum: Flax convention, the weight of the *old* running value. Lucid's (and
+        PyTorch's) momentum is `1 - momentum`: Flax 0.99 (the default) is Lucid 0.01.
+      epsilon: added to the variance (Lucid's `eps`).
+      use_scale: learn a per-feature `scale` (initialised by `scale_init`, ones).
+      use_bias: learn a per-feature `bias` (initialised by `bias_init`, zeros).
+      track_running_stats: keep `batch_stats` `mean` (zeros) and `var` (ones).
+      feature_axes: the feature (channel) axes, one int or a sequence (Flax's meaning): the
+        variables have their shape, and every other axis but 0 is normalised over.
+        Default -1 (channels last).
+      channel_axis: Lucid's name for one feature axis (e.g. 1 for Lucid's layout); give
+        this or `feature_axes`, not both.
+      axis_name: Flax's meaning: a `shard_map`/`pmap` axis over which every instance is
+        split (each device holds an equal share of each instance, e.g. the spatial axes
+        are sharded): the per-instance statistics are averaged over it (`lax.pmean`).
+      axis_index_groups: `lax.pmean`'s groups of `axis_name`'s indices (with `axis_name`).
+      batch_axis_name: a `shard_map`/`pmap` axis over which the *batch* is split: the batch
+        averages feeding the running statistics are also averaged over it, so every shard
+        stores the global-batch update. The output is per sample and needs neither.
       dtype: the output dtype (default: inferred from input and params, as Flax).
-      param_dtype: the dtype of ``scale`` and ``bias`` (running statistics are kept in at least
+      param_dtype: the dtype of `scale` and `bias` (running statistics are kept in at least
         float32).
-      scale_init: initializer for ``scale``.
-      bias_init: initializer for ``bias``.
-      use_fast_variance: take the variance in one pass, ``E[x²] - E[x]²`` (fastest; accurate
+      scale_init: initializer for `scale`.
+      bias_init: initializer for `bias`.
+      use_fast_variance: take the variance in one pass, `E[x²] - E[x]²` (fastest; accurate
         only for data near zero). The default, False, takes the mean first and the moments
-        around it: accurate at any mean (Flax's ``use_fast_variance=False`` is also
+        around it: accurate at any mean (Flax's `use_fast_variance=False` is also
         two-pass, but centres on its rounded float32 mean).
+      force_float32_reductions: Flax's switch for statistics in at least float32. True
+        (the default) is what this layer always does; False, which lets Flax reduce
+        half-precision input in half precision, is accepted and still reduces in float32
+        (more accurate; the output dtype follows the same rules).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -120,51 +129,59 @@ class InstanceNorm(nn.Module):
     use_scale: bool = True
     use_bias: bool = True
     track_running_stats: bool = True
-    channel_axis: int = -1
+    channel_axis: int | None = None
     axis_name: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     scale_init: Initializer = initializers.ones
     bias_init: Initializer = initializers.zeros
     use_fast_variance: bool = False
+    feature_axes: Axes = -1
+    axis_index_groups: Any = None
+    force_float32_reductions: bool = True
+    batch_axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x: Any, use_running_average: bool | None = None) -> Array:
-        """Normalise ``x``.
+    def __call__(
+        self, x: Any, use_running_average: bool | None = None, *, mask: Any = None
+    ) -> Array:
+        """Normalise `x`.
 
         Args:
-          x: input of shape ``(N, *spatial, C)`` (channels on ``channel_axis``), at least one
-            spatial axis.
+          x: input with the batch on axis 0, the features on `feature_axes` and at least
+            one other axis to normalise over, e.g. `(N, H, W, C)`.
           use_running_average: as the attribute; give it here or there, not both.
+          mask: Flax's masked statistics; only `None` is supported.
 
         Returns:
-          The normalised input, same shape, dtype ``dtype`` (or inferred).
+          The normalised input, same shape, dtype `dtype` (or inferred).
+
+        Raises:
+          ValueError: bad feature axes, too few dims, a mask, a momentum outside [0, 1],
+            or `use_running_average` given twice or (with running statistics) not at all.
+          TypeError: feature axes that are not ints, a momentum that is not a number.
         """
+        name, value = choose_feature_axes("InstanceNorm", self.feature_axes, self.channel_axis)
+        x, feature_axes = check_input("InstanceNorm", x, name, value)
+        check_mask("InstanceNorm", mask)
         use_running_average = self._merge_use_running_average(use_running_average)
-        x = jnp.asarray(x)
-        feature_shape = (num_channels("InstanceNorm", x, self.channel_axis),)
+        shape = feature_shape(x, feature_axes)
 
         scale = (
-            self.param("scale", self.scale_init, feature_shape, self.param_dtype)
+            self.param("scale", self.scale_init, shape, self.param_dtype)
             if self.use_scale
             else None
         )
         bias = (
-            self.param("bias", self.bias_init, feature_shape, self.param_dtype)
-            if self.use_bias
-            else None
+            self.param("bias", self.bias_init, shape, self.param_dtype) if self.use_bias else None
         )
 
         running_mean = running_var = None
         update = False
         if self.track_running_stats:
             running_dtype = statistics_dtype(self.param_dtype)
-            ra_mean = self.variable(
-                "batch_stats", "mean", lambda s: jnp.zeros(s, running_dtype), feature_shape
-            )
-            ra_var = self.variable(
-                "batch_stats", "var", lambda s: jnp.ones(s, running_dtype), feature_shape
-            )
+            ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, running_dtype)
+            ra_var = self.variable("batch_stats", "var", jnp.ones, shape, running_dtype)
             update = (
                 not use_running_average
                 and not self.is_initializing()
@@ -183,9 +200,11 @@ class InstanceNorm(nn.Module):
             training=not use_running_average,
             momentum=self.momentum,
             epsilon=self.epsilon,
-            channel_axis=self.channel_axis,
-            # The named axis need only exist when the running statistics are updated.
-            axis_name=self.axis_name if update else None,
+            feature_axes=feature_axes,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            # The batch axis need only exist when the running statistics are updated.
+            batch_axis_name=self.batch_axis_name if update else None,
             dtype=self.dtype,
             use_fast_variance=self.use_fast_variance,
         )

@@ -1,24 +1,34 @@
-"""``flax.nnx`` face of Lucid's instance norm: :class:`InstanceNorm`.
+"""`flax.nnx` face of Lucid's instance norm: [`InstanceNorm`][lucid_jax.flax.nnx.InstanceNorm].
 
-The same thin layer as :class:`lucid_jax.flax.linen.InstanceNorm` (it shares its call into
-:func:`lucid_jax.instance_norm`), with state held the nnx way: ``nnx.Param`` ``scale`` and
-``bias``, ``nnx.BatchStat`` ``mean`` and ``var``, updated in place in training mode.
+The same thin layer as [`linen.InstanceNorm`][lucid_jax.flax.linen.InstanceNorm] (it shares
+its call into [`instance_norm`][lucid_jax.instance_norm]), with state held the nnx way:
+`nnx.Param` `scale` and `bias`, `nnx.BatchStat` `mean` and `var`, updated in place in training
+mode.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.module import first_from
-from flax.nnx.nn import initializers
-from flax.typing import Dtype, Initializer
+from flax.nnx.nn import dtypes, initializers
+from flax.typing import Axes, Dtype, Initializer, PromoteDtypeFn
 
 from lucid_jax._core import statistics_dtype
-from lucid_jax.flax._common import normalize, num_channels
+from lucid_jax.flax._common import (
+    check_input,
+    check_mask,
+    choose_feature_axes,
+    feature_shape,
+    normalize,
+)
 
 Array = jax.Array
 
@@ -26,47 +36,74 @@ __all__ = ["InstanceNorm"]
 
 
 class InstanceNorm(nnx.Module):
-    """Instance normalisation with Lucid's running statistics, as an ``nnx.Module``.
+    r"""Instance normalisation with Lucid's running statistics, as an `nnx.Module`.
 
-    Each sample's channels are normalised by their own statistics over the spatial axes
-    (every axis but the batch axis 0 and ``channel_axis``)::
+    Each sample is normalised per feature by its own statistics over every other axis but
+    the batch axis 0 (the feature axes are `feature_axes`, channels last by default), with
+    the biased variance:
 
-        y[n, ..., c] = (x[n, ..., c] - mean[n, c]) / sqrt(var[n, c] + epsilon) * scale[c] + bias[c]
+    $$
+    y_{n\ldots c} = \frac{x_{n\ldots c} - \mu_{nc}}{\sqrt{\sigma^2_{nc} + \epsilon}}\,
+    \gamma_c + \beta_c
+    $$
 
-    with the biased variance. When ``track_running_stats``, training mode
-    (``use_running_average=False``, set by ``.train()``) also updates the ``nnx.BatchStat``
-    running averages in place, with Flax's momentum convention::
+    When `track_running_stats`, training mode (`use_running_average=False`, set by
+    `.train()`) also updates the `nnx.BatchStat` running averages in place, with Flax's
+    momentum convention (`m` is `momentum`, the weight of the *old* value):
 
-        mean <- momentum * mean + (1 - momentum) * mean_n(mean[n, :])
-        var  <- momentum * var  + (1 - momentum) * mean_n(var[n, :])
+    $$
+    \text{mean} \leftarrow m\,\text{mean} + (1 - m)\,\tfrac1N \textstyle\sum_n \mu_{n},
+    \qquad
+    \text{var} \leftarrow m\,\text{var} + (1 - m)\,\tfrac1N \textstyle\sum_n \sigma^2_{n}
+    $$
 
-    and eval mode (``use_running_average=True``, set by ``.eval()``) normalises with them. The
-    work is done by :func:`lucid_jax.instance_norm` with ``momentum=1 - self.momentum``.
+    and eval mode (`use_running_average=True`, set by `.eval()`) normalises with them. The
+    work is done by [`instance_norm`][lucid_jax.instance_norm] with `momentum=1 - self.momentum`.
+
+    With `track_running_stats=False` the layer is a drop-in for `flax.nnx.InstanceNorm` with
+    the same arguments (same state, same output); two defaults differ: `epsilon` is Lucid's
+    1e-5 (Flax's is 1e-6) and `use_fast_variance` is False (Flax's is True).
 
     Args:
-      num_features: the number of channels ``C``.
+      num_features: the number of features: the size of the feature axis (of all of
+        `feature_axes` together).
       momentum: Flax convention, the weight of the *old* running value. Lucid's (and
-        PyTorch's) momentum is ``1 - momentum``: Flax 0.9 is Lucid 0.1, Flax 0.99 (the
+        PyTorch's) momentum is `1 - momentum`: Flax 0.9 is Lucid 0.1, Flax 0.99 (the
         default) is Lucid 0.01.
-      epsilon: added to the variance (Lucid's ``eps``).
+      epsilon: added to the variance (Lucid's `eps`).
       use_running_average: True: normalise with the running statistics (eval); False:
-        instance statistics, updating the running ones (training). ``.train()``/``.eval()``
-        and ``nnx.view`` set it; a value given at call time takes precedence. With
-        ``track_running_stats=False``, True falls back to instance statistics (as Lucid).
-      use_scale: learn a per-channel ``scale`` (``nnx.Param``, initialised by ``scale_init``).
-      use_bias: learn a per-channel ``bias`` (``nnx.Param``, initialised by ``bias_init``).
-      track_running_stats: keep ``nnx.BatchStat`` ``mean`` (zeros) and ``var`` (ones).
-      channel_axis: the channel axis (Flax layout: -1, the default; Lucid's layout: 1). Not 0.
-      axis_name: a ``shard_map``/``pmap`` axis name: the batch averages feeding the running
-        statistics are also averaged over it, so every shard stores the global-batch update.
+        instance statistics, updating the running ones (training). `.train()`/`.eval()`
+        and `nnx.view` set it; a value given at call time takes precedence. With
+        `track_running_stats=False`, True falls back to instance statistics (as Lucid).
+      use_scale: learn a per-feature `scale` (`nnx.Param`, initialised by `scale_init`).
+      use_bias: learn a per-feature `bias` (`nnx.Param`, initialised by `bias_init`).
+      track_running_stats: keep `nnx.BatchStat` `mean` (zeros) and `var` (ones).
+      feature_axes: the feature (channel) axes, one int or a sequence (Flax's meaning);
+        every other axis but 0 is normalised over. Default -1 (channels last).
+      channel_axis: Lucid's name for one feature axis (e.g. 1 for Lucid's layout); give
+        this or `feature_axes`, not both.
+      axis_name: Flax's meaning: a `shard_map`/`pmap` axis over which every instance is
+        split (each device holds an equal share of each instance, e.g. the spatial axes are
+        sharded): the per-instance statistics are averaged over it (`lax.pmean`).
+      axis_index_groups: `lax.pmean`'s groups of `axis_name`'s indices (with `axis_name`).
+      batch_axis_name: a `shard_map`/`pmap` axis over which the *batch* is split: the batch
+        averages feeding the running statistics are also averaged over it, so every shard
+        stores the global-batch update.
       dtype: the output dtype (default: inferred from input and params, as Flax).
-      param_dtype: the dtype of ``scale`` and ``bias`` (running statistics are kept in at least
+      param_dtype: the dtype of `scale` and `bias` (running statistics are kept in at least
         float32).
-      scale_init: initializer for ``scale`` (ones).
-      bias_init: initializer for ``bias`` (zeros).
-      use_fast_variance: take the variance in one pass, ``E[x²] - E[x]²`` (fastest; accurate
+      scale_init: initializer for `scale` (ones).
+      bias_init: initializer for `bias` (zeros).
+      use_fast_variance: take the variance in one pass, `E[x²] - E[x]²` (fastest; accurate
         only for data near zero). The default, False, is two-pass: accurate at any mean.
-      rngs: ``nnx.Rngs`` for the initializers (the ``params`` stream).
+      promote_dtype: Flax's hook, called as `promote_dtype((x, scale, bias), dtype=dtype)`
+        before normalising; by default it casts all three to `dtype` or their common type.
+      rngs: `nnx.Rngs` for the initializers (the `params` stream).
+      bias_metadata: metadata for the `bias` `nnx.Param` (e.g. sharding).
+      scale_metadata: metadata for the `scale` `nnx.Param`.
+
+    Raises:
+      ValueError: `num_features` that is not a positive int.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -95,14 +132,20 @@ class InstanceNorm(nnx.Module):
         use_scale: bool = True,
         use_bias: bool = True,
         track_running_stats: bool = True,
-        channel_axis: int = -1,
+        feature_axes: Axes = -1,
+        channel_axis: int | None = None,
         axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        batch_axis_name: str | None = None,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         scale_init: Initializer = initializers.ones,
         bias_init: Initializer = initializers.zeros,
         use_fast_variance: bool = False,
+        promote_dtype: PromoteDtypeFn = dtypes.promote_dtype,
         rngs: nnx.Rngs,
+        bias_metadata: Mapping[str, Any] = MappingProxyType({}),
+        scale_metadata: Mapping[str, Any] = MappingProxyType({}),
     ) -> None:
         if (
             not isinstance(num_features, numbers.Integral)
@@ -112,16 +155,17 @@ class InstanceNorm(nnx.Module):
             raise ValueError(
                 f"InstanceNorm: num_features must be a positive int; got {num_features!r}."
             )
-        feature_shape = (int(num_features),)
+        shape = (int(num_features),)
+        choose_feature_axes("InstanceNorm", feature_axes, channel_axis)  # both given: fail now
 
         self.scale: nnx.Param[Array] | None
         if use_scale:
-            self.scale = nnx.Param(scale_init(rngs.params(), feature_shape, param_dtype))
+            self.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype), **scale_metadata)
         else:
             self.scale = nnx.data(None)
         self.bias: nnx.Param[Array] | None
         if use_bias:
-            self.bias = nnx.Param(bias_init(rngs.params(), feature_shape, param_dtype))
+            self.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype), **bias_metadata)
         else:
             self.bias = nnx.data(None)
 
@@ -129,8 +173,8 @@ class InstanceNorm(nnx.Module):
         self.var: nnx.BatchStat[Array] | None
         if track_running_stats:
             running_dtype = statistics_dtype(param_dtype)
-            self.mean = nnx.BatchStat(jnp.zeros(feature_shape, running_dtype))
-            self.var = nnx.BatchStat(jnp.ones(feature_shape, running_dtype))
+            self.mean = nnx.BatchStat(jnp.zeros(shape, running_dtype))
+            self.var = nnx.BatchStat(jnp.ones(shape, running_dtype))
         else:
             self.mean = nnx.data(None)
             self.var = nnx.data(None)
@@ -142,23 +186,39 @@ class InstanceNorm(nnx.Module):
         self.use_scale = use_scale
         self.use_bias = use_bias
         self.track_running_stats = track_running_stats
+        self.feature_axes = feature_axes
         self.channel_axis = channel_axis
         self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.batch_axis_name = batch_axis_name
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
 
-    def __call__(self, x: Any, use_running_average: bool | None = None) -> Array:
-        """Normalise ``x``; in training mode, update ``mean``/``var`` in place.
+    def __call__(
+        self, x: Any, use_running_average: bool | None = None, *, mask: Any = None
+    ) -> Array:
+        """Normalise `x`; in training mode, update `mean`/`var` in place.
 
         Args:
-          x: input of shape ``(N, *spatial, C)`` (channels on ``channel_axis``), at least one
-            spatial axis.
+          x: input with the batch on axis 0, the features on `feature_axes` and at least one
+            other axis to normalise over, e.g. `(N, H, W, C)`.
           use_running_average: overrides the attribute for this call.
+          mask: Flax's masked statistics; only `None` is supported.
 
         Returns:
-          The normalised input, same shape, dtype ``dtype`` (or inferred).
+          The normalised input, same shape, dtype `dtype` (or inferred).
+
+        Raises:
+          ValueError: bad feature axes, too few dims, features that do not match
+            `num_features`, a mask, a momentum outside [0, 1], or no `use_running_average`
+            (with running statistics).
+          TypeError: feature axes that are not ints, a momentum that is not a number.
         """
+        name, value = choose_feature_axes("InstanceNorm", self.feature_axes, self.channel_axis)
+        x, feature_axes = check_input("InstanceNorm", x, name, value)
+        check_mask("InstanceNorm", mask)
         if not self.track_running_stats and use_running_average is None:
             # Instance statistics either way; the attribute may be None (as in linen).
             use_running_average = bool(self.use_running_average)
@@ -171,29 +231,33 @@ class InstanceNorm(nnx.Module):
                 "use_running_average=...)."
             ),
         )
-        x = jnp.asarray(x)
-        channels = num_channels("InstanceNorm", x, self.channel_axis)
-        if channels != self.num_features:
+        features = math.prod(feature_shape(x, feature_axes))
+        if features != self.num_features:
             raise ValueError(
-                f"InstanceNorm: the input has {channels} channels on channel_axis "
-                f"{self.channel_axis} (shape {tuple(x.shape)}) but the layer was built with "
+                f"InstanceNorm: the input has {features} channels on {name} {value!r} "
+                f"(shape {tuple(x.shape)}) but the layer was built with "
                 f"num_features={self.num_features}."
             )
 
+        scale = self.scale[...] if self.scale is not None else None
+        bias = self.bias[...] if self.bias is not None else None
+        x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
         training = not use_running_average
         tracking = self.track_running_stats
         y, new_mean, new_var = normalize(
             "InstanceNorm",
             x,
-            self.scale[...] if self.scale is not None else None,
-            self.bias[...] if self.bias is not None else None,
+            scale,
+            bias,
             self.mean[...] if tracking else None,
             self.var[...] if tracking else None,
             training=training,
             momentum=self.momentum,
             epsilon=self.epsilon,
-            channel_axis=self.channel_axis,
-            axis_name=self.axis_name if tracking and training else None,
+            feature_axes=feature_axes,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+            batch_axis_name=self.batch_axis_name if tracking and training else None,
             dtype=self.dtype,
             use_fast_variance=self.use_fast_variance,
         )
@@ -203,7 +267,7 @@ class InstanceNorm(nnx.Module):
         return y
 
     def set_view(self, use_running_average: bool | None = None) -> None:
-        """Used by ``nnx.view``: set ``use_running_average`` when given.
+        """Used by `nnx.view`: set `use_running_average` when given.
 
         Args:
           use_running_average: True for eval (running statistics), False for training.
