@@ -16,13 +16,7 @@ from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
 
 from lucid_jax._core import statistics_dtype
-from lucid_jax.flax._common import (
-    check_input,
-    check_mask,
-    choose_feature_axes,
-    feature_shape,
-    normalize,
-)
+from lucid_jax.flax import _common
 
 Array = jax.Array
 
@@ -161,11 +155,13 @@ class InstanceNorm(nn.Module):
             or `use_running_average` given twice or (with running statistics) not at all.
           TypeError: feature axes that are not ints, a momentum that is not a number.
         """
-        name, value = choose_feature_axes("InstanceNorm", self.feature_axes, self.channel_axis)
-        x, feature_axes = check_input("InstanceNorm", x, name, value)
-        check_mask("InstanceNorm", mask)
+        name, value = _common.choose_feature_axes(
+            "InstanceNorm", self.feature_axes, self.channel_axis
+        )
+        x, feature_axes = _common.check_input("InstanceNorm", x, name, value)
+        _common.check_mask("InstanceNorm", mask)
         use_running_average = self._merge_use_running_average(use_running_average)
-        shape = feature_shape(x, feature_axes)
+        shape = _common.feature_shape(x, feature_axes)
 
         scale = (
             self.param("scale", self.scale_init, shape, self.param_dtype)
@@ -190,7 +186,7 @@ class InstanceNorm(nn.Module):
             if use_running_average or update:
                 running_mean, running_var = ra_mean.value, ra_var.value
 
-        y, new_mean, new_var = normalize(
+        y, new_mean, new_var = _common.normalize(
             "InstanceNorm",
             x,
             scale,

@@ -22,13 +22,7 @@ from flax.nnx.nn import dtypes, initializers
 from flax.typing import Axes, Dtype, Initializer, PromoteDtypeFn
 
 from lucid_jax._core import statistics_dtype
-from lucid_jax.flax._common import (
-    check_input,
-    check_mask,
-    choose_feature_axes,
-    feature_shape,
-    normalize,
-)
+from lucid_jax.flax import _common
 
 Array = jax.Array
 
@@ -156,7 +150,9 @@ class InstanceNorm(nnx.Module):
                 f"InstanceNorm: num_features must be a positive int; got {num_features!r}."
             )
         shape = (int(num_features),)
-        choose_feature_axes("InstanceNorm", feature_axes, channel_axis)  # both given: fail now
+        _common.choose_feature_axes(
+            "InstanceNorm", feature_axes, channel_axis
+        )  # both given: fail now
 
         self.scale: nnx.Param[Array] | None
         if use_scale:
@@ -216,9 +212,11 @@ class InstanceNorm(nnx.Module):
             (with running statistics).
           TypeError: feature axes that are not ints, a momentum that is not a number.
         """
-        name, value = choose_feature_axes("InstanceNorm", self.feature_axes, self.channel_axis)
-        x, feature_axes = check_input("InstanceNorm", x, name, value)
-        check_mask("InstanceNorm", mask)
+        name, value = _common.choose_feature_axes(
+            "InstanceNorm", self.feature_axes, self.channel_axis
+        )
+        x, feature_axes = _common.check_input("InstanceNorm", x, name, value)
+        _common.check_mask("InstanceNorm", mask)
         if not self.track_running_stats and use_running_average is None:
             # Instance statistics either way; the attribute may be None (as in linen).
             use_running_average = bool(self.use_running_average)
@@ -231,7 +229,7 @@ class InstanceNorm(nnx.Module):
                 "use_running_average=...)."
             ),
         )
-        features = math.prod(feature_shape(x, feature_axes))
+        features = math.prod(_common.feature_shape(x, feature_axes))
         if features != self.num_features:
             raise ValueError(
                 f"InstanceNorm: the input has {features} channels on {name} {value!r} "
@@ -244,7 +242,7 @@ class InstanceNorm(nnx.Module):
         x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
         training = not use_running_average
         tracking = self.track_running_stats
-        y, new_mean, new_var = normalize(
+        y, new_mean, new_var = _common.normalize(
             "InstanceNorm",
             x,
             scale,

@@ -1,0 +1,173 @@
+"""Both Flax faces on several (CPU) devices: `batch_axis_name` and Flax's `axis_name`.
+
+Each test runs a script in a fresh interpreter with four CPU devices (`XLA_FLAGS`), for the
+linen and the nnx face. `batch_axis_name` is the axis the batch is split over (the running
+statistics' batch averages are `pmean`ed over it); `axis_name` has Flax's meaning, the axis
+every instance is split over (the per-instance statistics are `pmean`ed over it).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from conftest import run_python
+
+FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+@pytest.fixture(params=["linen", "nnx"])
+def face(request):
+    return request.param
+
+
+#: The face's layer as a pure function, `(state, apply)` with `apply(state, x) -> (y, stats)`,
+#: for `shard_map`/`pmap` (`FACE` and `VALUES` are set by the test).
+PURE_LAYER = """
+    import jax, jax.numpy as jnp, numpy as np
+    import flax.linen as nn
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from lucid_jax.flax import linen as lucid_linen, nnx as lucid_nnx
+
+    assert jax.device_count() == 4, jax.devices()
+    VALUES = {"scale": jnp.asarray([1.0, 2.0, 0.5]), "bias": jnp.asarray([0.0, 1.0, -1.0]),
+              "mean": jnp.asarray([0.5, -1.0, 2.0]), "var": jnp.asarray([1.0, 2.0, 0.5])}
+
+    def pure(face, **kwargs):
+        if face == "linen":
+            layer = lucid_linen.InstanceNorm(**kwargs)
+            state = {"params": {"scale": VALUES["scale"], "bias": VALUES["bias"]}}
+            if kwargs.get("track_running_stats", True):
+                state["batch_stats"] = {"mean": VALUES["mean"], "var": VALUES["var"]}
+
+            def apply(state, x):
+                y, updates = layer.apply(state, x, use_running_average=False,
+                                         mutable=["batch_stats"])
+                return y, dict(updates.get("batch_stats", {}))
+            return state, apply
+        if face == "flax-linen":
+            layer = nn.InstanceNorm(**kwargs)
+            state = {"params": {"scale": VALUES["scale"], "bias": VALUES["bias"]}}
+            return state, lambda state, x: (layer.apply(state, x), {})
+        cls = nnx.InstanceNorm if face == "flax-nnx" else lucid_nnx.InstanceNorm
+        layer = cls(3, rngs=nnx.Rngs(0), **kwargs)
+        for name, value in VALUES.items():
+            if getattr(layer, name, None) is not None:
+                getattr(layer, name)[...] = value
+        graphdef, state = nnx.split(layer)
+
+        def apply(state, x):
+            model = nnx.merge(graphdef, state)
+            y = model(x)
+            return y, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+        return state, apply
+
+    mesh = jax.make_mesh((4,), ("devices",))
+
+    def sharded(face, x_spec, **kwargs):
+        \"\"\"`pure` under shard_map, x split by x_spec: (y, stats with one row per shard).\"\"\"
+        state, apply = pure(face, **kwargs)
+
+        def step(state, x):
+            y, stats = apply(state, x)
+            return y, jax.tree.map(lambda a: a[None], stats)
+        f = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), x_spec),
+                                  out_specs=(x_spec, P("devices"))))
+        return f(jax.device_put(state, NamedSharding(mesh, P())),
+                 jax.device_put(x, NamedSharding(mesh, x_spec)))
+"""
+
+SHARDED_BATCH = """
+    rng = np.random.default_rng(0)
+    # Shards with different statistics, so a per-shard update would differ from the global.
+    x = jnp.asarray(rng.normal(0, 1, (8, 5, 5, 3)) * np.arange(1, 9)[:, None, None, None]
+                    + np.arange(8)[:, None, None, None], jnp.float32)
+    y, updates = sharded(FACE, P("devices"), momentum=0.9, batch_axis_name="devices")
+    state, apply = pure(FACE, momentum=0.9)
+    ref_y, ref = apply(state, x)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-6, atol=1e-6)
+    for name in ("mean", "var"):
+        rows = np.asarray(updates[name])
+        assert rows.shape == (4, 3)
+        for row in rows:
+            np.testing.assert_allclose(row, ref[name], rtol=1e-6, atol=1e-6)
+    # Control: without batch_axis_name each shard only sees its own two samples.
+    _, local = sharded(FACE, P("devices"), momentum=0.9)
+    rows = np.asarray(local["mean"])
+    assert not np.allclose(rows[0], rows[3])
+    print("OK")
+"""
+
+
+def test_batch_axis_name_under_shard_map_gives_every_shard_the_global_update(face):
+    script = f"FACE = {face!r}" + textwrap.dedent(PURE_LAYER) + textwrap.dedent(SHARDED_BATCH)
+    result = run_python(script, **FOUR_DEVICES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("OK")
+
+
+SHARDED_INSTANCES = """
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(2.0, 3.0, (2, 8, 5, 3)) * np.arange(1, 9)[None, :, None, None],
+                    jnp.float32)  # each instance split over the devices along axis 1
+    spatial = P(None, "devices")
+    options = dict(epsilon=1e-5, use_fast_variance=False)
+    # Flax's own layer under the same shard_map is the reference for the output.
+    theirs, _ = sharded("flax-" + FACE, spatial, axis_name="devices", **options)
+    state, apply = pure(FACE, **options)
+    single_y, single_stats = apply(state, x)
+    np.testing.assert_allclose(theirs, single_y, rtol=1e-5, atol=1e-5)
+    for tracking in (False, True):
+        y, stats = sharded(FACE, spatial, axis_name="devices", track_running_stats=tracking,
+                           **options)
+        np.testing.assert_allclose(y, theirs, rtol=1e-5, atol=1e-5)
+        for name, rows in stats.items():  # every shard stores the single-device update
+            for row in np.asarray(rows):
+                np.testing.assert_allclose(row, single_stats[name], rtol=1e-5, atol=1e-6)
+    # Control: without axis_name each shard normalises its part of the instance alone.
+    local, _ = sharded(FACE, spatial, track_running_stats=False, **options)
+    assert not np.allclose(local, theirs, atol=1e-2)
+
+    # Gradients through the pmean'd statistics equal the single-device ones.
+    weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    state, apply = pure(FACE, axis_name="devices", track_running_stats=False, **options)
+    _, apply_single = pure(FACE, track_running_stats=False, **options)
+
+    def loss(apply, state, x, w):
+        return jnp.sum(apply(state, x)[0] * w)
+
+    def step(state, x, w):
+        return jax.grad(lambda s, x: jax.lax.psum(loss(apply, s, x, w), "devices"),
+                        argnums=(0, 1))(state, x)
+    grads = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), spatial, spatial),
+                                  out_specs=(P(), spatial)))(
+        jax.device_put(state, NamedSharding(mesh, P())),
+        *(jax.device_put(a, NamedSharding(mesh, spatial)) for a in (x, weights)))
+    expected = jax.grad(lambda s, x: loss(apply_single, s, x, weights), argnums=(0, 1))(state, x)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    # axis_index_groups (lax.pmean's; JAX supports them under pmap): two groups of two
+    # devices, each sharing its own instances.
+    state, apply = pure(FACE, axis_name="devices", axis_index_groups=[[0, 1], [2, 3]],
+                        track_running_stats=False, **options)
+    parts = jnp.stack(jnp.split(x, 4, axis=1))
+    y = jax.pmap(lambda x: apply(state, x)[0], axis_name="devices")(parts)
+    y = jnp.concatenate(list(y), axis=1)
+    halves = [apply_single(state_single, half)[0]
+              for state_single in [pure(FACE, track_running_stats=False, **options)[0]]
+              for half in (x[:, :4], x[:, 4:])]
+    np.testing.assert_allclose(y, jnp.concatenate(halves, axis=1), rtol=1e-5, atol=1e-5)
+    print("OK")
+"""
+
+
+def test_axis_name_averages_each_instance_statistics_over_devices_as_flax(face):
+    """Flax's meaning of axis_name: every instance is split over the devices (here along a
+    spatial axis) and its statistics are pmean'd; checked against Flax's own layer, the
+    single-device layer, and its gradients."""
+    script = f"FACE = {face!r}" + textwrap.dedent(PURE_LAYER) + textwrap.dedent(SHARDED_INSTANCES)
+    result = run_python(script, **FOUR_DEVICES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("OK")
