@@ -1,15 +1,16 @@
-"""Flax layers over :func:`lucid_jax.instance_norm` (needs the ``flax`` extra).
+"""Flax layers over [`instance_norm`][lucid_jax.instance_norm] (needs the `flax` extra).
 
-- :class:`lucid_jax.flax.linen.InstanceNorm` — a ``flax.linen.Module`` (``params`` and
-  ``batch_stats`` collections).
-- :class:`lucid_jax.flax.nnx.InstanceNorm` — an ``nnx.Module`` (``nnx.Param`` and
-  ``nnx.BatchStat``).
+- [`linen.InstanceNorm`][lucid_jax.flax.linen.InstanceNorm]: a `flax.linen.Module` (`params`
+  and `batch_stats` collections).
+- [`nnx.InstanceNorm`][lucid_jax.flax.nnx.InstanceNorm]: an `nnx.Module` (`nnx.Param` and
+  `nnx.BatchStat`).
 
-Both use Flax's momentum convention (``new = momentum * old + (1 - momentum) * batch``):
-``lucid_momentum = 1 - flax_momentum``.
+Both take every argument of Flax's `InstanceNorm`, with Flax's meaning, and add Lucid's running
+statistics (`track_running_stats`), with Flax's momentum convention
+(`new = momentum * old + (1 - momentum) * batch`): `lucid_momentum = 1 - flax_momentum`.
 
-Install flax itself (``pip install flax``) or lucid-jax's ``flax`` extra (``pip install
-".[flax]"`` from a clone); ``import lucid_jax`` alone never needs flax.
+Install flax itself (`pip install flax`) or lucid-jax's `flax` extra (`pip install ".[flax]"`
+from a clone); `import lucid_jax` alone never needs flax.
 """
 
 try:

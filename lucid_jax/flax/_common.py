@@ -1,7 +1,7 @@
 """What the linen and nnx InstanceNorm layers share: argument checks, layout and the core call.
 
 Both faces are thin: they declare their variables in their framework's way and call
-[`normalize`][lucid_jax.flax._common.normalize], which converts Flax's conventions (momentum,
+`normalize`, which converts Flax's conventions (momentum,
 dtypes, feature axes) to the pure [`instance_norm`][lucid_jax.instance_norm]. No statistic is
 computed here.
 """
@@ -170,7 +170,7 @@ def normalize(
     """Call [`instance_norm`][lucid_jax.instance_norm] with Flax's conventions.
 
     `momentum` is Flax's. `feature_axes` come from
-    [`check_input`][lucid_jax.flax._common.check_input]; `scale`, `bias` and the running
+    `check_input`; `scale`, `bias` and the running
     statistics have the shape of the feature axes (or are flat), and the new running
     statistics come back in the shape of the old. `axis_name` is Flax's: the axis every
     instance is split over (its statistics are averaged over it, with `axis_index_groups`);
