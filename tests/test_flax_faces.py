@@ -349,6 +349,15 @@ def test_dtype_follows_flax(face, rng, x_dtype, dtype, expected):
     assert layer.flat()["mean"].dtype == jnp.float32
 
 
+def test_strict_dtype_promotion_gives_the_standard_result(face, rng):
+    x = jnp.asarray(rng.normal(2.0, 3.0, (2, 4, 5, 3)), jnp.bfloat16)  # float32 params
+    standard = face(3)(x)
+    with jax.numpy_dtype_promotion("strict"):
+        strict = face(3)(x)
+    assert strict.dtype == standard.dtype == jnp.float32
+    np.testing.assert_array_equal(strict, standard)
+
+
 def test_float64(face, rng):
     with jax.enable_x64(True):
         x, scale, bias, mean, var = _data(rng, dtype=np.float64)

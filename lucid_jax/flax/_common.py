@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.nnx.nn import dtypes
 from flax.typing import Dtype
 
 from lucid_jax import _core
@@ -104,6 +105,14 @@ def check_mask(layer: str, mask: Any) -> None:
 def feature_shape(x: Array, feature_axes: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of the per-feature variables: the sizes of the feature axes, in order."""
     return tuple(int(x.shape[axis]) for axis in feature_axes)
+
+
+def promote_dtype(args: tuple, /, *, dtype: Dtype | None = None, inexact: bool = True) -> tuple:
+    """Flax nnx's default `promote_dtype`, whose promotion is explicit: it also runs under
+    `jax.numpy_dtype_promotion("strict")` (as the core's output dtype does), where Flax's
+    refuses, e.g., bfloat16 input with float32 params."""
+    with jax.numpy_dtype_promotion("standard"):
+        return dtypes.promote_dtype(args, dtype=dtype, inexact=inexact)
 
 
 def lucid_momentum(layer: str, momentum: Any) -> Any:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.module import first_from
-from flax.nnx.nn import dtypes, initializers
+from flax.nnx.nn import initializers
 from flax.typing import Axes, Dtype, Initializer, PromoteDtypeFn
 
 from lucid_jax._core import statistics_dtype
@@ -91,7 +91,8 @@ class InstanceNorm(nnx.Module):
       use_fast_variance: take the variance in one pass, `E[x²] - E[x]²` (fastest; accurate
         only for data near zero). The default, False, is two-pass: accurate at any mean.
       promote_dtype: Flax's hook, called as `promote_dtype((x, scale, bias), dtype=dtype)`
-        before normalising; by default it casts all three to `dtype` or their common type.
+        before normalising. The default is Flax's (all three cast to `dtype`, else to their
+        common type), made to work under strict dtype promotion too.
       rngs: `nnx.Rngs` for the initializers (the `params` stream).
       bias_metadata: metadata for the `bias` `nnx.Param` (e.g. sharding).
       scale_metadata: metadata for the `scale` `nnx.Param`.
@@ -136,7 +137,7 @@ class InstanceNorm(nnx.Module):
         scale_init: Initializer = initializers.ones,
         bias_init: Initializer = initializers.zeros,
         use_fast_variance: bool = False,
-        promote_dtype: PromoteDtypeFn = dtypes.promote_dtype,
+        promote_dtype: PromoteDtypeFn = _common.promote_dtype,
         rngs: nnx.Rngs,
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
         scale_metadata: Mapping[str, Any] = MappingProxyType({}),
