@@ -1,7 +1,8 @@
 """Both Flax faces on several (CPU) devices: `batch_axis_name` and Flax's `axis_name`.
 
 Each test runs a script in a fresh interpreter with four CPU devices (`XLA_FLAGS`), for the
-linen and the nnx face. `batch_axis_name` is the axis the batch is split over (the running
+linen and the nnx face (and, last, for the pure function's `instance_axis_name`, which they
+pass Flax's `axis_name` to). `batch_axis_name` is the axis the batch is split over (the running
 statistics' batch averages are `pmean`ed over it); `axis_name` has Flax's meaning, the axis
 every instance is split over (the per-instance statistics are `pmean`ed over it).
 """
@@ -171,3 +172,52 @@ def test_axis_name_averages_each_instance_statistics_over_devices_as_flax(face):
     result = run_python(script, **FOUR_DEVICES)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("OK")
+
+
+PURE_FUNCTION = """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    import lucid_jax
+
+    mesh = jax.make_mesh((4,), ("devices",))
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(1.0, 2.0, (2, 3, 8, 5)), jnp.float32)  # (N, C, L, W)
+    rm, rv = jnp.zeros(3), jnp.ones(3)
+
+    def step(x):
+        out = lucid_jax.instance_norm(x, rm, rv, instance_axis_name="devices")
+        return out.output, out.running_mean[None], out.running_var[None]
+    spatial = P(None, None, "devices")
+    y, means, variances = jax.jit(jax.shard_map(
+        step, mesh=mesh, in_specs=spatial, out_specs=(spatial, P("devices"), P("devices"))
+    ))(jax.device_put(x, NamedSharding(mesh, spatial)))
+    single = lucid_jax.instance_norm(x, rm, rv)
+    np.testing.assert_allclose(y, single.output, rtol=1e-5, atol=1e-5)
+    for row_mean, row_var in zip(np.asarray(means), np.asarray(variances), strict=True):
+        np.testing.assert_allclose(row_mean, single.running_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row_var, single.running_var, rtol=1e-5)
+    print("OK")
+"""
+
+
+def test_pure_function_instance_axis_name_pmeans_each_instance_statistics():
+    """The core's side of Flax's axis_name, through the public function."""
+    result = run_python(PURE_FUNCTION, **FOUR_DEVICES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("OK")
+
+
+def test_pure_function_checks_axis_index_groups():
+    import jax.numpy as jnp
+
+    import lucid_jax
+
+    x = jnp.ones((2, 3, 4))
+    with pytest.raises(
+        ValueError, match=r"axis_index_groups=\(\(0, 1\),\) needs instance_axis_name"
+    ):
+        lucid_jax.instance_norm(x, axis_index_groups=[[0, 1]])
+    with pytest.raises(TypeError, match=r"axis_index_groups must be a sequence of sequences"):
+        lucid_jax.instance_norm(x, instance_axis_name="i", axis_index_groups=[["a"]])
+    with pytest.raises(TypeError, match=r"axis_index_groups must be a sequence of sequences"):
+        lucid_jax.instance_norm(x, instance_axis_name="i", axis_index_groups=3)
