@@ -48,7 +48,7 @@ def choose_feature_axes(layer: str, feature_axes: Any, channel_axis: Any) -> tup
 
 
 def canonical_feature_axes(layer: str, name: str, value: Any, ndim: int) -> tuple[int, ...]:
-    """The feature axes as sorted non-negative ints, leaving at least one axis to reduce.
+    """The feature axes as sorted, deduplicated non-negative ints (as Flax canonicalises them).
 
     `value` is one axis or a sequence of them (Flax's `Axes`); `name` is the argument it came
     from, for the errors. The batch axis 0 cannot be a feature axis.
@@ -108,9 +108,11 @@ def feature_shape(x: Array, feature_axes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def promote_dtype(args: tuple, /, *, dtype: Dtype | None = None, inexact: bool = True) -> tuple:
-    """Flax nnx's default `promote_dtype`, whose promotion is explicit: it also runs under
-    `jax.numpy_dtype_promotion("strict")` (as the core's output dtype does), where Flax's
-    refuses, e.g., bfloat16 input with float32 params."""
+    """Flax nnx's default `promote_dtype`, with the promotion made explicit.
+
+    So it also runs under `jax.numpy_dtype_promotion("strict")` (as the core's output dtype
+    does), where Flax's refuses, e.g., bfloat16 input with float32 params.
+    """
     with jax.numpy_dtype_promotion("standard"):
         return dtypes.promote_dtype(args, dtype=dtype, inexact=inexact)
 
