@@ -8,15 +8,17 @@ and `flax.linen.InstanceNorm` (an independent implementation, for the gradients)
 
 from __future__ import annotations
 
+import textwrap
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT, reference_instance_norm, run_python
 from conftest import channels_last_data as _data
 from conftest import reference_channels_last as _reference_channels_last
-from conftest import reference_instance_norm, run_python
 
 import lucid_jax
 from lucid_jax.flax.linen import InstanceNorm
@@ -229,7 +231,6 @@ NO_FLAX = """
 
 
 def test_lucid_jax_imports_without_flax_and_lucid_jax_flax_says_how_to_install():
-    result = run_python(NO_FLAX.format(blocked="flax"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_python("-c", textwrap.dedent(NO_FLAX.format(blocked="flax")), cwd=ROOT)
     assert "pip install flax" in result.stdout
     assert "flax" in result.stdout

@@ -97,7 +97,7 @@ class InstanceNorm(nn.Module):
         half-precision input in half precision, is accepted and still reduces in float32
         (more accurate; the output dtype follows the same rules).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> from lucid_jax.flax.linen import InstanceNorm
       >>> x = jax.random.normal(jax.random.key(0), (4, 5, 5, 3)) * 2.0 + 1.0   # NHWC

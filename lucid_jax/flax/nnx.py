@@ -100,7 +100,7 @@ class InstanceNorm(nnx.Module):
     Raises:
       ValueError: `num_features` that is not a positive int.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
       >>> from lucid_jax.flax.nnx import InstanceNorm
