@@ -58,7 +58,9 @@ class InstanceNorm(nn.Module):
     uses instance statistics, `use_running_average` may be omitted, and the layer is a drop-in
     for `flax.linen.InstanceNorm` with the same fields: same `params` names and shapes, same
     output. Two defaults differ: `epsilon` is Lucid's 1e-5 (Flax's is 1e-6) and
-    `use_fast_variance` is False (Flax's is True).
+    `use_fast_variance` is False (Flax's is True). Masked statistics (`mask`) are not
+    supported, and an input with no axis left to normalise over is refused (Flax returns the
+    bias there).
 
     Attributes:
       use_running_average: if True, normalise with `batch_stats` (eval); if False, with
@@ -82,7 +84,7 @@ class InstanceNorm(nn.Module):
       axis_index_groups: `lax.pmean`'s groups of `axis_name`'s indices (with `axis_name`).
       batch_axis_name: a `shard_map`/`pmap` axis over which the *batch* is split: the batch
         averages feeding the running statistics are also averaged over it, so every shard
-        stores the global-batch update. The output is per sample and needs neither.
+        stores the global-batch update. The output does not depend on it.
       dtype: the output dtype (default: inferred from input and params, as Flax).
       param_dtype: the dtype of `scale` and `bias` (running statistics are kept in at least
         float32).

@@ -56,7 +56,9 @@ class InstanceNorm(nnx.Module):
 
     With `track_running_stats=False` the layer is a drop-in for `flax.nnx.InstanceNorm` with
     the same arguments (same state, same output); two defaults differ: `epsilon` is Lucid's
-    1e-5 (Flax's is 1e-6) and `use_fast_variance` is False (Flax's is True).
+    1e-5 (Flax's is 1e-6) and `use_fast_variance` is False (Flax's is True). Masked
+    statistics (`mask`) are not supported, and an input with no axis left to normalise over
+    is refused (Flax returns the bias there).
 
     Args:
       num_features: the number of features: the size of the feature axis (of all of
