@@ -13,7 +13,10 @@ skip_without_source_tree("notebooks", "README.md", "pyproject.toml")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 REPOSITORY = PROJECT["urls"]["Repository"]
 #: Links to other projects' repositories that the docs cite on purpose.
-OTHER_PROJECTS = ("https://github.com/ChanLumerico/lucid",)
+OTHER_PROJECTS = (
+    "https://github.com/ChanLumerico/lucid",
+    "https://github.com/huggingface/safetensors",
+)
 GITHUB = re.compile(r"(?:https://github\.com|colab\.research\.google\.com/github)/[\w.-]+/[\w.-]+")
 
 
