@@ -84,16 +84,8 @@ def make_data(config: Config, seed: int = 0) -> Data:
         "g": rng.standard_normal(config.shape, dtype=np.float32),
     }
     x, w, b, g = (jnp.asarray(host[k]).astype(config.dtype) for k in ("x", "w", "b", "g"))
-    data = Data(
-        host=host,
-        x=x,
-        w=w,
-        b=b,
-        g=g,
-        x_cl=jnp.moveaxis(x, 1, -1).copy(),
-        g_cl=jnp.moveaxis(g, 1, -1).copy(),
-        reference={},
-    )
+    channels_last = (jnp.moveaxis(a, 1, -1).copy() for a in (x, g))
+    data = Data(host, x, w, b, g, *channels_last, reference={})
     y, (dx, dw, db) = jax.jit(vjp_fn(naive_fn(1)))(*data.as_float32())
     data.reference = {"y": y, "dx": dx, "dw": dw, "db": db}
     return data

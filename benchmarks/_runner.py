@@ -205,3 +205,10 @@ def main(
     print(report)
     log(f"wrote {stem}.json, {stem}.md and {stem}.png in {out} in {result['elapsed_s']:.0f} s")
     return 0
+
+
+def run_question(question: Question, argv: Sequence[str] | None = None) -> int:
+    """`python -m benchmarks.NAME` for one question: writes `NAME.{json,md,png}`."""
+    baseline = "required" if question.needs_baseline else "none"
+    prog = f"python -m benchmarks.{question.name}"
+    return main([question], argv, prog=prog, stem=question.name, baseline=baseline)

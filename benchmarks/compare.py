@@ -32,20 +32,14 @@ def candidates(config: Config, data: Data, context: _runner.Context) -> list[Can
     return found
 
 
+DESCRIPTION = "lucid_jax of this tree against lucid_jax at the --baseline revision"
 QUESTION = _runner.Question(
-    name="compare",
-    description="lucid_jax of this tree against lucid_jax at the --baseline revision",
-    configs=speed.CONFIGS,
-    quick_configs=speed.QUICK_CONFIGS[:1],
-    candidates=candidates,
-    needs_baseline=True,
+    "compare", DESCRIPTION, speed.CONFIGS, speed.QUICK_CONFIGS[:1], candidates, needs_baseline=True
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _runner.main(
-        [QUESTION], argv, prog="python -m benchmarks.compare", stem="compare", baseline="required"
-    )
+    return _runner.run_question(QUESTION, argv)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ QUESTION = _runner.Question(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _runner.main([QUESTION], argv, prog="python -m benchmarks.speed", stem="speed")
+    return _runner.run_question(QUESTION, argv)
 
 
 if __name__ == "__main__":

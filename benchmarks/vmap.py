@@ -32,17 +32,12 @@ def candidates(config: Config, data: Data, context: _runner.Context) -> list[Can
     ]
 
 
-QUESTION = _runner.Question(
-    name="vmap",
-    description="jax.vmap of the single-sample call against the batched call",
-    configs=CONFIGS,
-    quick_configs=QUICK_CONFIGS,
-    candidates=candidates,
-)
+DESCRIPTION = "jax.vmap of the single-sample call against the batched call"
+QUESTION = _runner.Question("vmap", DESCRIPTION, CONFIGS, QUICK_CONFIGS, candidates)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _runner.main([QUESTION], argv, prog="python -m benchmarks.vmap", stem="vmap")
+    return _runner.run_question(QUESTION, argv)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,19 @@ class MappedAxis(NamedTuple):
     index_groups: tuple[tuple[int, ...], ...] | None = None
 
 
+class InstanceReduction(NamedTuple):
+    """How each instance's statistics are taken (static, hashable): one choice, passed whole.
+
+    `axes` are the reduced axes of `x` (every axis but the batch and the channels);
+    `variance_method` is the formula (see `instance_moments`); `instance_axis`, when not None,
+    the mapped axis every instance is split over.
+    """
+
+    axes: tuple[int, ...]
+    variance_method: VarianceMethod = "two_pass"
+    instance_axis: MappedAxis | None = None
+
+
 def _across(value: Array, instance_axis: MappedAxis | None) -> Array:
     """`value`, a per-instance mean, averaged over the devices sharing each instance."""
     if instance_axis is None:
@@ -98,8 +111,8 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-def _mean(x: Array, axes: tuple[int, ...], instance_axis: MappedAxis | None) -> Array:
-    """`Σ x / n` over `axes` (kept), with a true division, as numpy's (and Lucid's) mean.
+def _mean(x: Array, how: InstanceReduction) -> Array:
+    """`Σ x / n` over `how.axes` (kept), with a true division, as numpy's (and Lucid's) mean.
 
     XLA rewrites a division by a constant into a multiplication by its rounded reciprocal,
     which is off by an ulp: the mean of seven 123.25s would not be 123.25, and a constant
@@ -108,21 +121,17 @@ def _mean(x: Array, axes: tuple[int, ...], instance_axis: MappedAxis | None) -> 
     barrier (`N·C` elements: free on every backend), keeps the division. With an
     `instance_axis`, the means of the equal shares are averaged across it.
     """
-    total = jnp.sum(x, axis=axes, keepdims=True)
-    count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in axes)))
-    return _across(total / count, instance_axis)
+    total = jnp.sum(x, axis=how.axes, keepdims=True)
+    count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in how.axes)))
+    return _across(total / count, how.instance_axis)
 
 
 def instance_moments(
-    x: Array,
-    axes: tuple[int, ...],
-    variance_method: VarianceMethod,
-    dtype: jnp.dtype,
-    instance_axis: MappedAxis | None = None,
+    x: Array, how: InstanceReduction, dtype: jnp.dtype
 ) -> tuple[Array, Array, Array]:
     """Per-instance `(shift, centred_mean, var)` in `dtype`: `mean = shift + centred_mean`.
 
-    `var` is the biased variance. Which formula is used is the static `variance_method`:
+    `var` is the biased variance. Which formula is used is the static `how.variance_method`:
 
     `"two_pass"` (the default; accurate at any mean, for any layout)
         A first reduction takes the mean `s` of each instance (rounded, a few ulps off);
@@ -143,17 +152,17 @@ def instance_moments(
     """
     # Each reduction reads x through a barrier with its own partner on CPU (see
     # lucid_jax._cpu_barrier): the partners are distinct, and used, so XLA merges none of them.
-    if variance_method == "one_pass":
-        centred_mean = _mean(x.astype(dtype), axes, instance_axis)
+    if how.variance_method == "one_pass":
+        centred_mean = _mean(x.astype(dtype), how)
         x_read, negated_mean = cpu_only_barrier(x, -centred_mean)
-        square_mean = _mean(jnp.square(x_read.astype(dtype)), axes, instance_axis)
+        square_mean = _mean(jnp.square(x_read.astype(dtype)), how)
         shift, centred_mean = jnp.zeros_like(centred_mean), -negated_mean
     else:
-        shift = lax.stop_gradient(_mean(x.astype(dtype), axes, instance_axis))
+        shift = lax.stop_gradient(_mean(x.astype(dtype), how))
         x_read, shift_read = cpu_only_barrier(x, shift)
-        centred_mean = _mean(x_read.astype(dtype) - shift_read, axes, instance_axis)
+        centred_mean = _mean(x_read.astype(dtype) - shift_read, how)
         x_read, negated_shift = cpu_only_barrier(x, -shift)
-        square_mean = _mean(jnp.square(x_read.astype(dtype) + negated_shift), axes, instance_axis)
+        square_mean = _mean(jnp.square(x_read.astype(dtype) + negated_shift), how)
         # An infinite mean (an instance holding ±inf) is the mean: x - inf has nothing to add.
         centred_mean = jnp.where(jnp.isfinite(shift), centred_mean, 0)
     var = square_mean - jnp.square(centred_mean)
@@ -162,22 +171,16 @@ def instance_moments(
 
 
 def _train_forward(
-    x: Array,
-    weight: Array | None,
-    bias: Array | None,
-    eps: Array,
-    axes: tuple[int, ...],
-    variance_method: VarianceMethod,
-    instance_axis: MappedAxis | None,
+    x: Array, weight: Array | None, bias: Array | None, eps: Array, how: InstanceReduction
 ) -> tuple[Array, Array, Array, Array, Array]:
     """Normalise with instance statistics; returns `(y, shift, centred_mean, var, inv_std)`.
 
     Everything is in `eps`'s dtype (the computation dtype; `y` too, the caller casts);
     the mean is `shift + centred_mean`; `weight`/`bias` already broadcast against `x`;
-    the statistics keep `axes`.
+    the statistics keep the reduced axes.
     """
     dtype = eps.dtype
-    shift, centred_mean, var = instance_moments(x, axes, variance_method, dtype, instance_axis)
+    shift, centred_mean, var = instance_moments(x, how, dtype)
     x_read, inv_std = cpu_only_barrier(x, lax.rsqrt(var + eps))
     scale = inv_std if weight is None else inv_std * weight
     y = ((x_read.astype(dtype) - shift) - centred_mean) * scale
@@ -186,21 +189,15 @@ def _train_forward(
     return y, shift, centred_mean, var, inv_std
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
 def train_normalize(
-    x: Array,
-    weight: Array | None,
-    bias: Array | None,
-    eps: Array,
-    axes: tuple[int, ...],
-    variance_method: VarianceMethod,
-    instance_axis: MappedAxis | None = None,
+    x: Array, weight: Array | None, bias: Array | None, eps: Array, how: InstanceReduction
 ) -> tuple[Array, Array, Array]:
     r"""Normalise `x` with each instance's own statistics; returns `(y, mean, var)`.
 
     `y = (x - mean) · rsqrt(var + eps) · weight + bias`, `mean` and the biased `var` are
     all in `eps`'s dtype (the computation dtype: at least float32); the statistics keep the
-    reduced `axes` as size-1 dims; `weight`/`bias` (or None) broadcast against `x`.
+    reduced axes (`how.axes`) as size-1 dims; `weight`/`bias` (or None) broadcast against `x`.
 
     The derivative is a forward-mode rule (so `jvp`, `grad`, and every higher order in both
     modes work: JAX transposes it for reverse mode). With `r = (σ² + ε)^{-1/2}`, the mean
@@ -223,19 +220,15 @@ def train_normalize(
     compiled temporary memory of a forward+backward stays near zero) and low-precision input
     is converted on the fly, never materialised in float32.
     """
-    y, shift, centred_mean, var, _ = _train_forward(
-        x, weight, bias, eps, axes, variance_method, instance_axis
-    )
+    y, shift, centred_mean, var, _ = _train_forward(x, weight, bias, eps, how)
     return y, shift + centred_mean, var
 
 
 @train_normalize.defjvp
-def _train_normalize_jvp(axes, variance_method, instance_axis, primals, tangents):
+def _train_normalize_jvp(how, primals, tangents):
     x, weight, bias, eps = primals
     dx, dweight, dbias, deps = tangents
-    y, shift, centred_mean, var, inv_std = _train_forward(
-        x, weight, bias, eps, axes, variance_method, instance_axis
-    )
+    y, shift, centred_mean, var, inv_std = _train_forward(x, weight, bias, eps, how)
     dtype = var.dtype
 
     def per_instance(t: Array) -> Array:
@@ -250,6 +243,7 @@ def _train_normalize_jvp(axes, variance_method, instance_axis, primals, tangents
     x_read, shift_read, centred_mean = cpu_only_barrier(x, shift, centred_mean)
     shifted_for_reduction = x_read.astype(dtype) - shift_read
     scale = inv_std if weight is None else inv_std * weight
+    axes, instance_axis = how.axes, how.instance_axis
     dmean = _across(jnp.mean(dx, axis=axes, keepdims=True), instance_axis)
     shifted_dx_mean = _across(jnp.mean(shifted * dx, axis=axes, keepdims=True), instance_axis)
     dvar = 2 * (shifted_dx_mean - centred_mean * dmean)
@@ -311,7 +305,8 @@ def normalize(
             y = y + b
         return y.astype(out_dtype), running_mean, running_var
 
-    y, mean, var = train_normalize(x, w, b, eps, axes, variance_method, instance_axis)
+    how = InstanceReduction(axes, variance_method, instance_axis)
+    y, mean, var = train_normalize(x, w, b, eps, how)
     y = y.astype(out_dtype)
     if running_mean is None or x.shape[0] == 0:
         # No running stats to update, or an empty batch: averaging it would write NaN.

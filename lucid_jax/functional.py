@@ -241,6 +241,20 @@ def check_channel_axis(channel_axis: Any, ndim: int, caller: str = "instance_nor
     return int(channel_axis) % ndim
 
 
+def check_num_features(num_features: Any, caller: str) -> int:
+    """`num_features` (a layer's channel count) as an int, or a ValueError naming `caller`.
+
+    Shared by the Lucid modules and the nnx layer.
+    """
+    if (
+        not isinstance(num_features, numbers.Integral)
+        or isinstance(num_features, bool)
+        or num_features <= 0
+    ):
+        raise ValueError(f"{caller}: num_features must be a positive int; got {num_features!r}.")
+    return int(num_features)
+
+
 def _check_spatial(x: Array, channel_axis: int) -> None:
     axes = _core.reduction_axes(x.ndim, channel_axis)
     empty = [a for a in axes if x.shape[a] == 0]

@@ -9,7 +9,6 @@ mode.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +22,7 @@ from flax.typing import Axes, Dtype, Initializer, PromoteDtypeFn
 
 from lucid_jax._core import statistics_dtype
 from lucid_jax.flax import _common
+from lucid_jax.functional import check_num_features
 
 Array = jax.Array
 
@@ -144,15 +144,7 @@ class InstanceNorm(nnx.Module):
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
         scale_metadata: Mapping[str, Any] = MappingProxyType({}),
     ) -> None:
-        if (
-            not isinstance(num_features, numbers.Integral)
-            or isinstance(num_features, bool)
-            or num_features <= 0
-        ):
-            raise ValueError(
-                f"InstanceNorm: num_features must be a positive int; got {num_features!r}."
-            )
-        shape = (int(num_features),)
+        shape = (check_num_features(num_features, "InstanceNorm"),)
         _common.choose_feature_axes(
             "InstanceNorm", feature_axes, channel_axis
         )  # both given: fail now

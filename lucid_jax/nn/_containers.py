@@ -37,7 +37,29 @@ def _replace(owner: Module, position: int, module: Module) -> None:
     owner._modules.update(items)
 
 
-class Sequential(Module):
+class _NumberedModules(Module):
+    """What Sequential and ModuleList share: children named by position, `"0"`, `"1"`, ..."""
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        _replace(self, _position(self, index, len(self)), module)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> None:
+        """Add `module` at the end, named by the current length."""
+        self.add_module(str(len(self._modules)), module)
+
+    def extend(self, modules: Iterable[Module]) -> None:
+        """Append each of `modules`."""
+        for module in modules:
+            self.append(module)
+
+
+class Sequential(_NumberedModules):
     """Modules called in order, each on the previous one's output, as `lucid.nn.Sequential`.
 
     Args:
@@ -73,29 +95,11 @@ class Sequential(Module):
             return Sequential(OrderedDict(list(self._modules.items())[index]))
         return list(self._modules.values())[_position(self, index, len(self))]
 
-    def __setitem__(self, index: int, module: Module) -> None:
-        _replace(self, _position(self, index, len(self)), module)
-
     def __delitem__(self, index: int) -> None:
         del self._modules[list(self._modules)[_position(self, index, len(self))]]
 
-    def __len__(self) -> int:
-        return len(self._modules)
 
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> None:
-        """Add `module` at the end, named by the current length."""
-        self.add_module(str(len(self._modules)), module)
-
-    def extend(self, modules: Iterable[Module]) -> None:
-        """Append each of `modules`."""
-        for module in modules:
-            self.append(module)
-
-
-class ModuleList(Module):
+class ModuleList(_NumberedModules):
     """A list of modules, registered as children `"0"`, `"1"`, ..., as `lucid.nn.ModuleList`.
 
     Examples:
@@ -115,28 +119,10 @@ class ModuleList(Module):
             return ModuleList(list(self._modules.values())[index])
         return list(self._modules.values())[_position(self, index, len(self))]
 
-    def __setitem__(self, index: int, module: Module) -> None:
-        _replace(self, _position(self, index, len(self)), module)
-
     def __delitem__(self, index: int) -> None:
         modules = list(self._modules.values())
         del modules[_position(self, index, len(self))]
         self._renumber(modules)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> None:
-        """Add `module` at the end."""
-        self.add_module(str(len(self._modules)), module)
-
-    def extend(self, modules: Iterable[Module]) -> None:
-        """Append each of `modules`."""
-        for module in modules:
-            self.append(module)
 
     def insert(self, index: int, module: Module) -> None:
         """Insert `module` before `index` (clamped to the list, as Lucid) and renumber."""

@@ -9,7 +9,7 @@ import jax
 
 from lucid_jax.nn._module import Module
 from lucid_jax.nn._overrides import Slot, overriding
-from lucid_jax.nn._state_checks import checked_state_value
+from lucid_jax.nn._state_checks import checked_state_value, split_state_keys
 
 
 def functional_call(
@@ -70,13 +70,8 @@ def functional_call(
         raise TypeError(
             f"functional_call: module must be a lucid_jax.nn.Module; got {type(module).__name__}."
         )
-    if not isinstance(state, Mapping):
-        raise TypeError(
-            f"functional_call: state must be a mapping of state_dict key to array; "
-            f"got {type(state).__name__}."
-        )
     holders = module.state_dict(keep_vars=True)
-    unexpected = [key for key in state if key not in holders]
+    _, unexpected = split_state_keys("functional_call", "state", state, holders)
     if unexpected:
         raise ValueError(
             f"functional_call: keys {unexpected} are not in {type(module).__name__}'s "

@@ -7,8 +7,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lucid_jax.functional import check_num_features
 from lucid_jax.nn import functional as F
-from lucid_jax.nn._buffer import Buffer, Parameter
+from lucid_jax.nn._buffer import Parameter
 from lucid_jax.nn._module import Module
 
 
@@ -24,31 +25,17 @@ class _InstanceNorm(Module):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__()
-        if (
-            not isinstance(num_features, int)
-            or isinstance(num_features, bool)
-            or (num_features <= 0)
-        ):
-            raise ValueError(
-                f"{type(self).__name__}: num_features must be a positive int; got {num_features!r}."
-            )
-        self.num_features = num_features
+        self.num_features = check_num_features(num_features, type(self).__name__)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = Parameter(jnp.ones(num_features))
-            self.bias = Parameter(jnp.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.running_mean = Buffer(jnp.zeros(num_features))
-            self.running_var = Buffer(jnp.ones(num_features))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
+        # None registers the name empty, as Lucid does for affine=False and untracked stats.
+        self.register_parameter("weight", Parameter(jnp.ones(num_features)) if affine else None)
+        self.register_parameter("bias", Parameter(jnp.zeros(num_features)) if affine else None)
+        tracked = track_running_stats
+        self.register_buffer("running_mean", jnp.zeros(num_features) if tracked else None)
+        self.register_buffer("running_var", jnp.ones(num_features) if tracked else None)
 
     def reset_running_stats(self) -> None:
         """Running mean to zeros, running variance to ones."""
@@ -125,17 +112,8 @@ class InstanceNorm1d(_InstanceNorm):
 class InstanceNorm2d(_InstanceNorm):
     """Instance norm over `(N, C, H, W)` input, as `lucid.nn.InstanceNorm2d`.
 
-    Args:
-      num_features: the number of channels C.
-      eps: added to the variance.
-      momentum: weight of the batch statistics in the running-stat update (None: 0.1).
-      affine: learn a per-channel `weight` (ones) and `bias` (zeros), as Parameters.
-      track_running_stats: keep `running_mean` (zeros) and `running_var` (ones) as Buffers,
-        updated in training and used in evaluation.
-
-    Raises:
-      ValueError: `num_features` is not a positive int; at call time, the input has
-        another number of dimensions.
+    Its arguments, state and errors are
+    [`InstanceNorm1d`][lucid_jax.nn.InstanceNorm1d]'s.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -153,23 +131,13 @@ class InstanceNorm2d(_InstanceNorm):
 class InstanceNorm3d(_InstanceNorm):
     """Instance norm over `(N, C, D, H, W)` input, as `lucid.nn.InstanceNorm3d`.
 
-    Args:
-      num_features: the number of channels C.
-      eps: added to the variance.
-      momentum: weight of the batch statistics in the running-stat update (None: 0.1).
-      affine: learn a per-channel `weight` (ones) and `bias` (zeros), as Parameters.
-      track_running_stats: keep `running_mean` (zeros) and `running_var` (ones) as Buffers,
-        updated in training and used in evaluation.
-
-    Raises:
-      ValueError: `num_features` is not a positive int; at call time, the input has
-        another number of dimensions.
+    Arguments, state and errors as [`InstanceNorm1d`][lucid_jax.nn.InstanceNorm1d]. Without
+    `affine`, the state is the running statistics alone:
 
     Examples:
-      >>> import jax.numpy as jnp
       >>> from lucid_jax.nn import InstanceNorm3d
-      >>> InstanceNorm3d(2, affine=False)(jnp.ones((1, 2, 2, 2, 2))).shape
-      (1, 2, 2, 2, 2)
+      >>> list(InstanceNorm3d(2, affine=False).state_dict())
+      ['running_mean', 'running_var']
     """
 
     _spatial_dims = 3

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from lucid_jax.nn._buffer import Buffer, Parameter, holding_locks
-from lucid_jax.nn._state_checks import checked_state_value
+from lucid_jax.nn._state_checks import checked_state_value, split_state_keys
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
 
@@ -110,23 +110,23 @@ class Module:
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Register `module` as the child `name` (`None` unregisters the name)."""
-        _check_name(type(self).__name__, name)
-        if module is not None and not isinstance(module, Module):
-            raise TypeError(
-                f"{type(self).__name__}.add_module: {name!r} must be a Module or None; "
-                f"got {type(module).__name__}."
-            )
-        setattr(self, name, module)
+        self._register_checked("add_module", name, module, Module)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Register `param` under `name` (`None` leaves the name empty, as for `affine=False`)."""
+        advice = " Wrap arrays in nn.Parameter(...)."
+        self._register_checked("register_parameter", name, param, Parameter, advice)
+
+    def _register_checked(
+        self, method: str, name: str, value: Any, kind: type, advice: str = ""
+    ) -> None:
         _check_name(type(self).__name__, name)
-        if param is not None and not isinstance(param, Parameter):
+        if value is not None and not isinstance(value, kind):
             raise TypeError(
-                f"{type(self).__name__}.register_parameter: {name!r} must be a Parameter or "
-                f"None; got {type(param).__name__}. Wrap arrays in nn.Parameter(...)."
+                f"{type(self).__name__}.{method}: {name!r} must be a {kind.__name__} or None; "
+                f"got {type(value).__name__}.{advice}"
             )
-        setattr(self, name, param)
+        setattr(self, name, value)
 
     def register_buffer(self, name: str, buffer: Any, dtype: Any = None) -> None:
         """Register `buffer` under `name`, wrapping an array in a Buffer (of `dtype` if given)."""
@@ -274,14 +274,8 @@ class Module:
           ValueError: a value has another shape than its entry.
         """
         where = f"{type(self).__name__}.load_state_dict"
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"{where}: state_dict must be a mapping of key to array; "
-                f"got {type(state_dict).__name__}."
-            )
         own = self.state_dict(keep_vars=True)
-        missing = [key for key in own if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in own]
+        missing, unexpected = split_state_keys(where, "state_dict", state_dict, own)
         if strict and (missing or unexpected):
             raise KeyError(
                 f"{where}: missing keys {missing}, unexpected keys {unexpected}; "

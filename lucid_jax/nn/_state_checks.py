@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -57,3 +58,21 @@ def checked_state_value(where: str, key: str, value: Any, holder: Buffer) -> jax
     if tuple(value.shape) != holder.shape:
         raise ValueError(f"{where}: {key!r} has shape {tuple(value.shape)}; expected {expected}.")
     return jnp.asarray(value)
+
+
+def split_state_keys(
+    where: str, argument: str, state: Any, own: Mapping[str, Buffer]
+) -> tuple[list[str], list[str]]:
+    """The keys of `own` that `state` lacks and the keys of `state` that `own` lacks.
+
+    Raises:
+      TypeError: `state` (the caller's `argument`) is not a mapping.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"{where}: {argument} must be a mapping of state_dict key to array; "
+            f"got {type(state).__name__}."
+        )
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    return missing, unexpected
