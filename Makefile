@@ -126,7 +126,7 @@ scaling: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.scaling
 
 accuracy: $(VENV)/.dev-installed
-	$(BIN)/python -m benchmarks.accuracy
+	$(BIN)/python -m benchmarks.accuracy --out benchmarks/results/accuracy.md
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

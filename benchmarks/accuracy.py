@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -108,14 +109,16 @@ def candidates(with_torch: bool) -> dict[str, Candidate]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     cands = candidates(with_torch=not args.no_torch)
-    print(
+    lines = [
         "float32; y: max |y - y64| / max(1, |y64|); dx: max |dx - dx64| / max |dx64| "
-        "(float64 arithmetic on the same float32 values)\n"
-    )
-    print("| layout | " + " | ".join(f"{n} y | {n} dx" for n in cands) + " |")
-    print("|---|" + "---:|---:|" * len(cands))
+        "(float64 arithmetic on the same float32 values)",
+        "",
+        "| layout | " + " | ".join(f"{n} y | {n} dx" for n in cands) + " |",
+        "|---|" + "---:|---:|" * len(cands),
+    ]
     for name in LAYOUTS:
         x, channel_axis = layout(name)
         g = np.random.default_rng(1).normal(0.0, 1.0, x.shape).astype(np.float32)
@@ -125,7 +128,10 @@ def main(argv: list[str] | None = None) -> None:
             y, dx = run(x, g, channel_axis)
             cells.append(f"{relative_error(y, y64):.2g}")
             cells.append(f"{np.max(np.abs(dx - dx64)) / np.max(np.abs(dx64)):.2g}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if args.out is not None:
+        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
