@@ -1,4 +1,4 @@
-"""Scale-out benchmark of ``lucid_jax.instance_norm``: communication and time (issue 5).
+"""Scale-out benchmark of ``lucid_jax.instance_norm``: communication and time.
 
 Run ``python -m benchmarks.scaling`` (``--help`` lists the options). It needs 8 devices: run as
 a program it sets ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (and

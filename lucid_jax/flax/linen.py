@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.typing import Axes, Dtype, Initializer
 from jax.nn import initializers
+from jax.typing import ArrayLike
 
 from lucid_jax._core import statistics_dtype
 from lucid_jax.flax import _common
@@ -139,7 +140,7 @@ class InstanceNorm(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Any, use_running_average: bool | None = None, *, mask: Any = None
+        self, x: ArrayLike, use_running_average: bool | None = None, *, mask: Any = None
     ) -> Array:
         """Normalise `x`.
 

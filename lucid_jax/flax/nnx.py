@@ -19,6 +19,7 @@ from flax import nnx
 from flax.nnx.module import first_from
 from flax.nnx.nn import initializers
 from flax.typing import Axes, Dtype, Initializer, PromoteDtypeFn
+from jax.typing import ArrayLike
 
 from lucid_jax._core import statistics_dtype
 from lucid_jax.flax import _common
@@ -188,7 +189,7 @@ class InstanceNorm(nnx.Module):
         self.promote_dtype = promote_dtype
 
     def __call__(
-        self, x: Any, use_running_average: bool | None = None, *, mask: Any = None
+        self, x: ArrayLike, use_running_average: bool | None = None, *, mask: Any = None
     ) -> Array:
         """Normalise `x`; in training mode, update `mean`/`var` in place.
 
