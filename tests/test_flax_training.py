@@ -9,6 +9,8 @@ statistics) classifies held-out digits.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from flax.training import train_state
 
 from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
@@ -71,41 +74,43 @@ class LinenCNN(nn.Module):
         return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
+class TrainState(train_state.TrainState):
+    """Flax's training state with the layers' running statistics beside the parameters."""
+
+    batch_stats: Any
+
+
 def test_linen_cnn_learns_digits_and_running_stats_settle(digits):
+    """Trained the way Flax's guides train BatchNorm models: a TrainState with batch_stats."""
     x_train, y_train, x_test, y_test = digits
     model = LinenCNN()
     variables = model.init(jax.random.key(0), x_train[:2], train=False)
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    tx = optax.adam(1e-2)
-    opt_state = tx.init(params)
-
-    def loss_fn(params, batch_stats, x, y):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats},
-            x,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, updates["batch_stats"]
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=optax.adam(1e-2),
+    )
 
     @jax.jit
-    def step(params, batch_stats, opt_state, x, y):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch_stats, x, y
-        )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+    def step(state, x, y):
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            logits, updates = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return loss, updates["batch_stats"]
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        return state.apply_gradients(grads=grads).replace(batch_stats=batch_stats), loss
 
     losses, changes = [], []
     for idx in _batches():
-        params, new_stats, opt_state, loss = step(
-            params, batch_stats, opt_state, x_train[idx], y_train[idx]
-        )
-        changes.append(_max_change(batch_stats, new_stats))
-        batch_stats = new_stats
+        new_state, loss = step(state, x_train[idx], y_train[idx])
+        changes.append(_max_change(state.batch_stats, new_state.batch_stats))
+        state = new_state
         losses.append(float(loss))
     _check_history(losses, changes)
+    params, batch_stats = state.params, state.batch_stats
 
     # The running stats end near the training set's statistics under the final weights
     # (momentum 0: one update replaces them by the full-batch averages): much nearer than
