@@ -9,7 +9,7 @@ import numpy as np
 import lucid_jax
 import lucid_jax.nn.functional as F
 from lucid_jax import Tensor
-from lucid_jax.nn import Buffer, InstanceNorm2d
+from lucid_jax.nn import Buffer, InstanceNorm2d, Sequential, functional_call
 
 
 def _show(label: str, value: object) -> None:
@@ -67,6 +67,26 @@ def main() -> None:
         return jnp.sum(lucid_jax.instance_norm(x, weight=weight).output ** 2)
 
     _show("grad of sum(y²) w.r.t. weight (= 2·w·H·W·N)", jax.grad(loss)(jnp.ones(3)))
+
+    print("\n5. A Lucid-style model trained under jax.jit: functional_call returns the new state")
+    model = Sequential(InstanceNorm2d(3, affine=False), InstanceNorm2d(3))
+    target = jnp.arange(3.0).reshape(1, 3, 1, 1)  # a constant per channel: the bias must learn it
+
+    def mse(params: dict, buffers: dict, x: jax.Array) -> tuple[jax.Array, dict]:
+        y, new_state = functional_call(model, {**params, **buffers}, x)
+        return jnp.mean((y - target) ** 2), new_state
+
+    step = jax.jit(jax.value_and_grad(mse, has_aux=True))
+    state = model.state_dict()
+    params = {name: state[name] for name, _ in model.named_parameters()}
+    buffers = {name: state[name] for name, _ in model.named_buffers()}
+    for number in range(1, 4):
+        (value, new_state), grads = step(params, buffers, x)
+        params = {name: params[name] - 0.25 * grads[name] for name in params}
+        buffers = {name: new_state[name] for name in buffers}
+        print(f"  SGD step {number}: loss {float(value):.4f}")
+    model.load_state_dict({**params, **buffers})
+    _show("the model's 1.bias after loading the trained state", model[1].bias)
 
 
 if __name__ == "__main__":
