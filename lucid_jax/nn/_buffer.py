@@ -67,9 +67,7 @@ class Buffer:
     def __init__(self, data: ArrayLike, dtype: Any = None) -> None:
         # The lock serialises the shim's read-compute-write of running statistics.
         self._lock = threading.Lock()
-        if isinstance(data, Buffer):
-            data = data.data
-        self._data = jnp.asarray(data, dtype=dtype)
+        self._data = jnp.asarray(unwrap(data), dtype=dtype)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -83,7 +81,7 @@ class Buffer:
 
     @data.setter
     def data(self, value: ArrayLike) -> None:
-        array = value.data if isinstance(value, Buffer) else jnp.asarray(value)
+        array = jnp.asarray(unwrap(value))
         slot = slot_of(self)
         if slot is None:
             self._data = array
@@ -170,13 +168,14 @@ def holding_locks(holders: Iterable[Buffer]) -> Iterator[None]:
         yield
 
 
-def _unwrap(value: Any) -> Any:
+def unwrap(value: Any) -> Any:
+    """The array a Buffer (or Parameter) holds; any other value as it is."""
     return value.data if isinstance(value, Buffer) else value
 
 
 def _binary(op: Any, reflected: bool = False) -> Any:
     def method(self: Buffer, other: Any) -> jax.Array:
-        a, b = self.data, _unwrap(other)
+        a, b = self.data, unwrap(other)
         return op(b, a) if reflected else op(a, b)
 
     return method

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucid_jax.nn._buffer import Buffer
+from lucid_jax.nn._buffer import Buffer, unwrap
 
 
 def _kind(dtype: Any) -> str | None:
@@ -42,8 +42,7 @@ def checked_state_value(where: str, key: str, value: Any, holder: Buffer) -> jax
       ValueError: the value has another shape.
     """
     expected = f"an array of shape {holder.shape} and a {_kind(holder.dtype)} dtype"
-    if isinstance(value, Buffer):
-        value = value.data
+    value = unwrap(value)
     if value is None:
         raise TypeError(f"{where}: {key!r} is None; expected {expected}.")
     if not isinstance(value, jax.Array):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from lucid_jax import functional as _pure
-from lucid_jax.nn._buffer import Buffer, holding_locks
+from lucid_jax.nn._buffer import Buffer, holding_locks, unwrap
 from lucid_jax.nn._overrides import slot_of
 
 __all__ = ["instance_norm"]
@@ -74,15 +74,15 @@ def instance_norm(
     updates = training and isinstance(running_mean, Buffer) and isinstance(running_var, Buffer)
     if not updates:
         arguments = (running_mean, running_var, weight, bias)
-        return _pure.instance_norm(input_, *map(_unwrap, arguments), training, momentum, eps)[0]
+        return _pure.instance_norm(input_, *map(unwrap, arguments), training, momentum, eps)[0]
     with holding_locks((running_mean, running_var)):
         stat_dtype = _statistics_dtype(input_)
         result = _pure.instance_norm(
             input_,
             _promoted(running_mean.data, stat_dtype),
             _promoted(running_var.data, stat_dtype),
-            _unwrap(weight),
-            _unwrap(bias),
+            unwrap(weight),
+            unwrap(bias),
             training,
             momentum,
             eps,
@@ -105,13 +105,9 @@ def instance_norm(
     return result.output
 
 
-def _unwrap(value: Any) -> Any:
-    return value.data if isinstance(value, Buffer) else value
-
-
 def _statistics_dtype(input_: Any) -> Any:
     """The dtype of the input's statistics in Lucid (numpy): its own, or float for integers."""
-    dtype = getattr(_unwrap(input_), "dtype", None)
+    dtype = getattr(unwrap(input_), "dtype", None)
     if dtype is None:
         try:
             dtype = jnp.asarray(input_).dtype
