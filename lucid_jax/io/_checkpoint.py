@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lucid_jax._tensor import Tensor
 from lucid_jax.io import _safetensors
 from lucid_jax.io._restricted_pickle import RefusedGlobalError, restricted_loads
 
@@ -34,7 +33,8 @@ def load(path: str | os.PathLike[str]) -> Any:
     - `.lcd` (and any other pickled state dict): the state dict, an `OrderedDict` (or `dict`,
       as saved) from Lucid's dotted names (`"0.weight"`, `"1.running_mean"`) to arrays, in the
       saved order; ready for a module's `load_state_dict`;
-    - `.lct`: the tensor, as the array [`Tensor`][lucid_jax.Tensor] makes;
+    - `.lct`: the tensor, as a `jax.Array` of its dtype (what [`Tensor`][lucid_jax.Tensor]
+      makes of a numpy array);
     - `.safetensors`: an `OrderedDict` of arrays by name, in sorted order (as Lucid's).
 
     Arrays keep their dtype (Lucid's default is float64) when JAX's x64 mode is on
@@ -126,7 +126,7 @@ def _from_record(record: Any, path: Path) -> Any:
                 f"lucid_jax.load: {path} is a Lucid Tensor file whose content is "
                 f"{_describe(content)}; expected a numeric numpy array."
             )
-        return Tensor(_to_jax(content, path, "content"))
+        return _to_jax(content, path, "content")
     if kind not in _STATE_DICT_TYPES:
         raise ValueError(
             f"lucid_jax.load: {path} holds type {kind!r}; expected 'Tensor', 'OrderedDict' "
