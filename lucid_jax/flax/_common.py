@@ -102,6 +102,20 @@ def check_mask(layer: str, mask: Any) -> None:
         )
 
 
+def check_call(
+    layer: str, x: Any, feature_axes: Any, channel_axis: Any, mask: Any
+) -> tuple[Array, tuple[int, ...], str, Any]:
+    """The checks of a layer's call, in order: feature axes, input, mask.
+
+    Returns `(x, canonical feature axes, argument name, value)`: `x` as an array, and the
+    argument the feature axes came from (`feature_axes` or `channel_axis`) for messages.
+    """
+    name, value = choose_feature_axes(layer, feature_axes, channel_axis)
+    x, axes = check_input(layer, x, name, value)
+    check_mask(layer, mask)
+    return x, axes, name, value
+
+
 def feature_shape(x: Array, feature_axes: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of the per-feature variables: the sizes of the feature axes, in order."""
     return tuple(int(x.shape[axis]) for axis in feature_axes)
@@ -180,9 +194,8 @@ def normalize(
 ) -> tuple[Array, Array | None, Array | None]:
     """Call [`instance_norm`][lucid_jax.instance_norm] with Flax's conventions.
 
-    `momentum` is Flax's. `feature_axes` come from
-    `check_input`; `scale`, `bias` and the running
-    statistics have the shape of the feature axes (or are flat), and the new running
+    `momentum` is Flax's. `feature_axes` come from `check_call`; `scale`, `bias` and the
+    running statistics have the shape of the feature axes (or are flat), and the new running
     statistics come back in the shape of the old. `axis_name` is Flax's: the axis every
     instance is split over (its statistics are averaged over it, with `axis_index_groups`);
     `batch_axis_name` the axis the batch is split over (the running statistics' batch

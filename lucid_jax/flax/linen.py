@@ -158,11 +158,9 @@ class InstanceNorm(nn.Module):
             or `use_running_average` given twice or (with running statistics) not at all.
           TypeError: feature axes that are not ints, a momentum that is not a number.
         """
-        name, value = _common.choose_feature_axes(
-            "InstanceNorm", self.feature_axes, self.channel_axis
+        x, feature_axes, _, _ = _common.check_call(
+            "InstanceNorm", x, self.feature_axes, self.channel_axis, mask
         )
-        x, feature_axes = _common.check_input("InstanceNorm", x, name, value)
-        _common.check_mask("InstanceNorm", mask)
         use_running_average = self._merge_use_running_average(use_running_average)
         shape = _common.feature_shape(x, feature_axes)
 

@@ -145,7 +145,8 @@ class InstanceNorm(nnx.Module):
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
         scale_metadata: Mapping[str, Any] = MappingProxyType({}),
     ) -> None:
-        shape = (check_num_features(num_features, "InstanceNorm"),)
+        self.num_features = check_num_features(num_features, "InstanceNorm")
+        shape = (self.num_features,)
         _common.choose_feature_axes(
             "InstanceNorm", feature_axes, channel_axis
         )  # both given: fail now
@@ -171,7 +172,6 @@ class InstanceNorm(nnx.Module):
             self.mean = nnx.data(None)
             self.var = nnx.data(None)
 
-        self.num_features = int(num_features)
         self.momentum = momentum
         self.epsilon = epsilon
         self.use_running_average = use_running_average
@@ -208,11 +208,9 @@ class InstanceNorm(nnx.Module):
             (with running statistics).
           TypeError: feature axes that are not ints, a momentum that is not a number.
         """
-        name, value = _common.choose_feature_axes(
-            "InstanceNorm", self.feature_axes, self.channel_axis
+        x, feature_axes, name, value = _common.check_call(
+            "InstanceNorm", x, self.feature_axes, self.channel_axis, mask
         )
-        x, feature_axes = _common.check_input("InstanceNorm", x, name, value)
-        _common.check_mask("InstanceNorm", mask)
         if not self.track_running_stats and use_running_average is None:
             # Instance statistics either way; the attribute may be None (as in linen).
             use_running_average = bool(self.use_running_average)
