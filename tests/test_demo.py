@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from conftest import ROOT, skip_without_source_tree
+from conftest import ROOT, python_blocks, run_python, skip_without_source_tree
 
 skip_without_source_tree("README.md")
 
@@ -13,16 +10,14 @@ skip_without_source_tree("README.md")
 def test_demo_prints_the_seed_example_as_the_readme_shows_it():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Lucid's example, unchanged but for its imports", 1)[1]
-    block = section.split("```python", 1)[1].split("```", 1)[0]
+    block = python_blocks(section)[0]
     shown = [line.removeprefix("# ") for line in block.splitlines() if line.startswith("# Array")]
     shown += [
         line.removeprefix("#").removeprefix(" ")
         for line in block.splitlines()
         if line.startswith("#  ")
     ]
-    demo = subprocess.run(
-        [sys.executable, "-m", "lucid_jax"], capture_output=True, text=True, check=True
-    ).stdout
+    demo = run_python("-m", "lucid_jax", cwd=ROOT).stdout
     printed = demo.split("1. Lucid's seed example, unchanged but for its imports\n", 1)[1]
     printed_lines = [line.strip() for line in printed.splitlines()[: len(shown)]]
     assert printed_lines == [line.strip() for line in shown], (printed_lines, shown)
