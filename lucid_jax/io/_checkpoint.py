@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucid_jax.io import _safetensors
+from lucid_jax.io._atomic_write import write_replacing
 from lucid_jax.io._restricted_pickle import RefusedGlobalError, restricted_loads
 
 #: The `format_version` Lucid 2.14.5 writes and the only one it reads.
@@ -277,7 +278,7 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
             f"lucid_jax.save: unsupported file extension {path.suffix!r} in {path}; expected "
             "'.lct' (a tensor), '.lcd' (a state dict) or '.safetensors'."
         )
-    _write_replacing(path, payload)
+    write_replacing(path, payload)
     return path.resolve()
 
 
@@ -315,12 +316,3 @@ def _to_numpy(value: Any, path: Path, what: str, pickled: bool) -> np.ndarray:
 def _pickle_record(kind: str, content: Any) -> bytes:
     record = {"type": kind, "format_version": FORMAT_VERSION, "content": content}
     return pickle.dumps(record, protocol=PICKLE_PROTOCOL)
-
-
-def _write_replacing(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(payload)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
