@@ -272,7 +272,10 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
             content = OrderedDict(arrays) if kind == "OrderedDict" else dict(arrays)
             payload = _pickle_record(kind, content)
         else:
-            payload = _safetensors.encode(dict(arrays))
+            try:
+                payload = _safetensors.encode(dict(arrays))
+            except ValueError as error:
+                raise ValueError(f"lucid_jax.save: cannot write {path}: {error}.") from None
     else:
         raise ValueError(
             f"lucid_jax.save: unsupported file extension {path.suffix!r} in {path}; expected "
@@ -304,7 +307,7 @@ def _to_numpy(value: Any, path: Path, what: str, pickled: bool) -> np.ndarray:
         hint = (
             "Lucid's pickled files hold numpy's own dtypes; cast it, or save with safetensors=True"
             if pickled
-            else "safetensors holds bool, (u)int8-64, float16/32/64, bfloat16 and float8"
+            else "safetensors holds bool, (u)int8-64, float16/32/64, complex64, bfloat16 and float8"
         )
         raise TypeError(
             f"lucid_jax.save: {what} has dtype {array.dtype}, which {path.suffix} cannot "
