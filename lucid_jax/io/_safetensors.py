@@ -27,6 +27,7 @@ bfloat16 and every float8 are read as `ml_dtypes`' types (which `safetensors.num
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import OrderedDict
@@ -199,61 +200,60 @@ def _parse_json(raw: bytes) -> Any:
         raise ValueError(f"its header is not UTF-8 ({error})") from None
     decoder = json.JSONDecoder(
         object_pairs_hook=_Object,
-        parse_int=_parse_int,
-        parse_float=_parse_float,
+        # serde_json reads "-0" as a float (so never as a size); a hook per integer costs a
+        # Python call each, so it runs only when the text may hold one.
+        parse_int=_parse_int if b"-0" in raw else None,
         parse_constant=_refuse_constant,
     )
     try:
         header = decoder.decode(text)
     except RecursionError:
         raise ValueError(f"its header nests deeper than {MAX_DEPTH} levels") from None
-    except ValueError as error:
+    except ValueError as error:  # includes integers of over 4300 digits
         raise ValueError(f"its header is not valid JSON ({error})") from None
-    _check_depth_and_strings(header)
+    _check_values(header)
     return header
 
 
 def _parse_int(text: str) -> int | float:
-    # serde_json reads "-0" and integers beyond 64 bits as floats (so never as a size).
-    if text == "-0":
-        return -0.0
-    if len(text.lstrip("-")) > 309:  # >= 1e309: beyond float64, "number out of range"
-        raise ValueError(f"number out of range: {text[:20]}...")
-    value = int(text)
-    return value if -(2**63) <= value < _WORD else _parse_float(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number out of range: {text[:40]}")
-    return value
+    return -0.0 if text == "-0" else int(text)
 
 
 def _refuse_constant(text: str) -> float:
     raise ValueError(f"{text} is not JSON")
 
 
-def _check_depth_and_strings(header: Any) -> None:
-    """Nesting at most MAX_DEPTH; no string holding an unpaired surrogate (serde refuses both)."""
-    stack = [(header, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, str):
-            if not value.isascii():
+def _check_values(header: Any) -> None:
+    """What serde_json refuses and Python's json takes: nesting deeper than MAX_DEPTH, a number
+    beyond float64's range, a string with an unpaired surrogate (from a `\\ud800` escape).
+
+    Depth first, holding one iterator per open container: memory is bounded by the depth.
+    """
+    path = [iter((header,))]
+    while path:
+        for value in path[-1]:
+            kind = type(value)
+            if kind is str:
+                if not value.isascii():
+                    try:
+                        value.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise ValueError("its header has an unpaired surrogate escape") from None
+            elif kind is list or kind is _Object:
+                if len(path) > MAX_DEPTH:
+                    raise ValueError(f"its header nests deeper than {MAX_DEPTH} levels")
+                path.append(iter(value) if kind is list else itertools.chain.from_iterable(value))
+                break
+            elif kind is float:
+                if math.isinf(value):
+                    raise ValueError("its header has a number beyond float64's range")
+            elif kind is int and not -(2**63) <= value < _WORD:
                 try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError("its header has an unpaired surrogate escape") from None
-        elif isinstance(value, list):  # arrays, and objects (_Object: a list of pairs)
-            if depth > MAX_DEPTH:
-                raise ValueError(f"its header nests deeper than {MAX_DEPTH} levels")
-            if type(value) is _Object:
-                for key, item in value:
-                    stack.append((key, depth))
-                    stack.append((item, depth + 1))
-            else:
-                stack.extend((item, depth + 1) for item in value)
+                    float(value)  # serde_json reads it as a float64
+                except OverflowError:
+                    raise ValueError("its header has a number beyond float64's range") from None
+        else:
+            path.pop()
 
 
 def _check_metadata(value: Any) -> None:
