@@ -207,7 +207,8 @@ def test_save_refuses_a_name_that_load_would_refuse(tmp_path, name):
 
 # Every dtype both sides hold; the values cover each type's edge cases through its raw bytes.
 ALL_DTYPES = {name: dtype for name, dtype in _safetensors._DTYPES.items()}
-NAMES = ["w", "0.weight", "\u00e9t\u00e9", "tab\there", 'quote"back\\slash', "\x7f", "z" * 40]
+NAMES = ["w", "0.weight", "\u00e9t\u00e9", "tab\there", 'quote"back\\slash', "\x7f\x01", "z" * 40]
+NAMES += ["\N{GRINNING FACE}"]
 
 
 def _arrays(seed: int) -> dict[str, np.ndarray]:
@@ -238,6 +239,16 @@ def test_our_files_are_the_packages_bytes_and_it_reads_them(seed):
     for name, array in safetensors_numpy.load(_safetensors.encode(numpy_native)).items():
         assert array.dtype == numpy_native[name].dtype
         np.testing.assert_array_equal(array, numpy_native[name])
+
+
+def test_save_and_load_keep_every_dtype(tmp_path):
+    arrays = _arrays(2)
+    with jax.enable_x64(True):
+        loaded = lucid_jax.load(lucid_jax.save(arrays, tmp_path / "all", safetensors=True))
+    assert list(loaded) == sorted(arrays)
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype, name
+        assert np.asarray(loaded[name]).tobytes() == array.tobytes(), name
 
 
 @needs_package

@@ -130,6 +130,14 @@ def test_a_missing_folder_is_reported_under_the_users_path(tmp_path):
     assert str(path) in str(raised.value) and ".tmp" not in str(raised.value)
 
 
+def test_a_name_over_the_file_systems_limit_is_reported_under_the_users_path(tmp_path):
+    path = tmp_path / ("n" * 300 + ".lcd")
+    with pytest.raises(OSError) as raised:
+        lucid_jax.save(_state(1.0), path)
+    assert raised.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_at_the_destination_is_reported_under_the_users_path(tmp_path):
     path = tmp_path / "s.lcd"
     path.mkdir()

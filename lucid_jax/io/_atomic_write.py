@@ -50,7 +50,7 @@ def write_replacing(path: Path, payload: bytes, caller: str = "lucid_jax.save") 
         mode = _kept_mode(path)
         descriptor, temporary = _create_temporary(folder, path.name)
         with os.fdopen(descriptor, "wb") as file:
-            if mode is not None:
+            if mode is not None and hasattr(os, "fchmod"):  # (Windows before Python 3.13)
                 os.fchmod(file.fileno(), mode)
             file.write(payload)
             file.flush()
@@ -83,8 +83,9 @@ def _random_part() -> str:
 
 def _create_temporary(folder: Path, name: str) -> tuple[int, Path]:
     stem = os.fsencode(name)[:_KEPT_NAME_BYTES].decode("utf-8", errors="ignore")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    flags |= getattr(os, "O_BINARY", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    for optional in ("O_NOFOLLOW", "O_CLOEXEC", "O_BINARY"):  # POSIX's, or Windows'
+        flags |= getattr(os, optional, 0)
     for _ in range(_ATTEMPTS):
         candidate = folder / TEMPORARY_PATTERN.format(stem=stem, random=_random_part())
         try:
