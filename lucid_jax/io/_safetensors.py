@@ -368,7 +368,12 @@ def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
         name: value.astype(value.dtype.newbyteorder("<")) if value.dtype.byteorder == ">" else value
         for name, value in arrays.items()
     }
-    names = {name: dtype_name(array.dtype) for name, array in arrays.items()}
+    names: dict[str, str] = {}
+    for name, array in arrays.items():
+        code = dtype_name(array.dtype)
+        if code is None:  # save checks first, with its own message; this is the last guard
+            raise TypeError(f"tensor {name!r} has dtype {array.dtype}, which safetensors lacks")
+        names[name] = code
     order = sorted(arrays, key=lambda name: (-_RANK[names[name]], name))
     header: dict[str, Any] = {}
     offset = 0
