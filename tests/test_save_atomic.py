@@ -265,6 +265,6 @@ def test_kill_9_at_any_moment_leaves_the_old_or_the_new_file(tmp_path):
     assert len(leftovers) <= kills
     assert all(name.startswith(".s.lcd.") and name.endswith(".tmp") for name in leftovers)
     print(
-        f"{kills} kills, {kills} loads whole: {seen[0]} old state 1.0, {seen[1]} state 2.0; "
+        f"{kills} kills, {kills} loads whole: {seen[0]} state 1.0, {seen[1]} state 2.0; "
         f"{len(leftovers)} temporaries left"
     )
