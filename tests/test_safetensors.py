@@ -129,6 +129,15 @@ PINNED = {
     "310-digit integer": (_file(_EXTRA % (b"1" + b"0" * 309), bytes(16)), False),
     "309-digit integer": (_file(_EXTRA % (b"1" + b"0" * 308), bytes(16)), True),
     "1e-99999 underflows to 0": (_file(_EXTRA % b"1e-99999", bytes(16)), True),
+    # serde_json's float parsing is not correctly rounded near float64's largest value:
+    "1.7976931348623158e308 (Python: the largest float)": (
+        _file(_EXTRA % b"1.7976931348623158e308", bytes(16)),
+        False,
+    ),
+    "1.79769313486231581e308 (Python: infinity)": (
+        _file(_EXTRA % b"1.79769313486231581e308", bytes(16)),
+        True,
+    ),
     "unpaired surrogate": (_file(_EXTRA % b'"\\ud800"', bytes(16)), False),
     "surrogate pair": (_file(_EXTRA % b'"\\ud83d\\ude00"', bytes(16)), True),
     "control character in a name": (_file(b'{"w\x01": %s}' % _W, bytes(16)), False),
@@ -430,3 +439,33 @@ def test_forged_headers_are_accepted_and_refused_as_the_official_package(blob):
         assert ours[name].dtype == array.dtype
         assert ours[name].shape == array.shape
         assert ours[name].tobytes() == array.tobytes()
+
+
+_MAX_DIGITS = "17976931348623157081452742373170435679807056752584499659891747680315726078"
+
+
+@st.composite
+def _number_near_the_float_limit(draw) -> str:
+    """A JSON number spelt to land near float64's largest value (or far above or below it)."""
+    cut = draw(st.integers(1, len(_MAX_DIGITS)))
+    digits = _MAX_DIGITS[:cut]
+    if draw(st.booleans()):  # nudge the last digit
+        digits = digits[:-1] + str((int(digits[-1]) + draw(st.integers(-1, 2))) % 10)
+    digits = digits.lstrip("0") or "1"
+    point = draw(st.integers(1, len(digits)))
+    mantissa = digits[:point] + ("." + digits[point:] if point < len(digits) else "")
+    exponent = 308 - (point - 1) + draw(st.integers(-2, 1))
+    spelling = draw(st.sampled_from(["e", "E", "e+", "int"]))
+    if spelling == "int" and point == len(digits) and exponent >= 0:
+        text = digits + "0" * exponent
+    else:
+        text = mantissa + spelling.replace("int", "e") + str(exponent)
+    return draw(st.sampled_from(["", "-"])) + text
+
+
+@needs_package
+@settings(max_examples=300, deadline=None)
+@given(_number_near_the_float_limit())
+def test_numbers_near_the_float_limit_are_refused_as_the_package_refuses(number):
+    blob = _file(_EXTRA % number.encode(), bytes(16))
+    assert _ours_accepts(blob) == _official_accepts(blob), number

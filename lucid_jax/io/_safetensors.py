@@ -9,8 +9,9 @@ through `safetensors.numpy`) accepts; its rules, each checked here:
 
 - the header length at most 100 MB and within the file; the header strict UTF-8 (no byte-order
   mark) holding one JSON object, optionally surrounded by JSON whitespace (space, tab, CR, LF:
-  the writer pads with spaces); no `NaN`/`Infinity`, no number beyond float64's range, no
-  unpaired surrogate escape, nesting at most 127 deep (serde_json's recursion limit);
+  the writer pads with spaces); no `NaN`/`Infinity`, no number beyond float64's range (as
+  serde_json rounds), no unpaired surrogate escape, nesting at most 127 deep (serde_json's
+  recursion limit);
 - `__metadata__` at most once: `null` or an object of strings;
 - every other key a tensor: an object with `dtype`, `shape`, `data_offsets`, each once, other
   fields ignored (serde's struct rules also take the array `[dtype, shape, data_offsets]`, and a
@@ -29,13 +30,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+
+from lucid_jax.io._serde_json_numbers import out_of_range
 
 #: The crate refuses headers over 100 MB: a corrupt length must not make us allocate that much.
 MAX_HEADER_BYTES = 100_000_000
@@ -203,6 +205,7 @@ def _parse_json(raw: bytes) -> Any:
         # serde_json reads "-0" as a float (so never as a size); a hook per integer costs a
         # Python call each, so it runs only when the text may hold one.
         parse_int=_parse_int if b"-0" in raw else None,
+        parse_float=_parse_float,
         parse_constant=_refuse_constant,
     )
     try:
@@ -219,13 +222,22 @@ def _parse_int(text: str) -> int | float:
     return -0.0 if text == "-0" else int(text)
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    # Far from float64's largest value, Python and serde_json agree (no overflow).
+    if not abs(value) < 1e307 and out_of_range(text):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
 def _refuse_constant(text: str) -> float:
     raise ValueError(f"{text} is not JSON")
 
 
 def _check_values(header: Any) -> None:
-    """What serde_json refuses and Python's json takes: nesting deeper than MAX_DEPTH, a number
-    beyond float64's range, a string with an unpaired surrogate (from a `\\ud800` escape).
+    """What serde_json refuses and Python's json takes: nesting deeper than MAX_DEPTH, an
+    integer beyond float64's range, a string with an unpaired surrogate (a `\\ud800` escape).
+    (Floats are checked as they are parsed, where their spelling is known.)
 
     Depth first, holding one iterator per open container: memory is bounded by the depth.
     """
@@ -244,14 +256,9 @@ def _check_values(header: Any) -> None:
                     raise ValueError(f"its header nests deeper than {MAX_DEPTH} levels")
                 path.append(iter(value) if kind is list else itertools.chain.from_iterable(value))
                 break
-            elif kind is float:
-                if math.isinf(value):
+            elif kind is int and not -(10**307) < value < 10**307:
+                if out_of_range(str(value)):  # (JSON has one spelling of an integer)
                     raise ValueError("its header has a number beyond float64's range")
-            elif kind is int and not -(2**63) <= value < _WORD:
-                try:
-                    float(value)  # serde_json reads it as a float64
-                except OverflowError:
-                    raise ValueError("its header has a number beyond float64's range") from None
         else:
             path.pop()
 
