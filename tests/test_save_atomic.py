@@ -24,6 +24,9 @@ import lucid_jax
 from lucid_jax.io import _atomic_write
 
 WRITER = Path(_atomic_write.__file__)
+pytestmark = pytest.mark.skipif(
+    os.name != "posix", reason="POSIX permission bits, symlinks and SIGKILL are what is tested"
+)
 
 
 @pytest.fixture
