@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucid_jax.io import _safetensors
+from lucid_jax.io._atomic_write import write_replacing
 from lucid_jax.io._restricted_pickle import RefusedGlobalError, restricted_loads
 
 #: The `format_version` Lucid 2.14.5 writes and the only one it reads.
@@ -180,12 +181,23 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
     - A module (its `state_dict()`) or a state dict (`OrderedDict`/`dict` of names to arrays)
       goes to a `.lcd` file: `{"type": "OrderedDict" (or "dict"), "format_version": 1.1,
       "content": the mapping with numpy arrays}`, pickled; or, with `safetensors=True`, to a
-      `.safetensors` file (written here, without the `safetensors` package).
+      `.safetensors` file (written here, without the `safetensors` package, with the bytes
+      `safetensors.numpy.save_file`, which Lucid calls, writes; complex64 as `C64`).
 
     The suffix is handled as Lucid handles it: `safetensors=True` replaces any suffix with
     `.safetensors`; a path without one gets `.lct` for a tensor, `.lcd` for a state dict; an
-    unknown suffix is an error. Arrays are copied to the host with their dtype. The file is
-    written to a temporary name and renamed, so a failed save leaves an existing file intact.
+    unknown suffix is an error. Arrays are copied to the host with their dtype.
+
+    The file is replaced atomically: the bytes go to a new hidden file `.<name>.<random>.tmp`
+    in the same folder, created exclusively (never opening anything already there, a planted
+    symlink included), fsync'd, then renamed over `path` (and the folder fsync'd). So a reader,
+    a crash or a `kill -9` at any moment sees the old file or the new one, whole; a failed
+    save (an error, `KeyboardInterrupt`) removes its temporary and leaves the old file as it
+    was; concurrent saves to one path all succeed, the last one's state remaining. An existing
+    file's permission bits are kept; a new file gets `0o666` less the umask, as `open()`
+    gives. If `path` is a symlink, the link itself is replaced by the file (what it pointed
+    to is left untouched, where Lucid's `open(path, "wb")` writes through it). A killed save
+    can leave its `.tmp` file behind; nothing reads or removes it, and it may be deleted.
 
     !!! note
         safetensors files may hold bfloat16 and float8 arrays (JAX and PyTorch read them), but
@@ -204,7 +216,12 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
         TypeError: `obj` is not something the suffix can hold (as Lucid: a tensor for `.lct`,
             a state dict for `.lcd`/`.safetensors`), or has a non-string key or a value of a
             dtype the format cannot store.
-        ValueError: the suffix is not `.lct`, `.lcd` or `.safetensors`.
+        ValueError: the suffix is not `.lct`, `.lcd` or `.safetensors`; or a safetensors
+            file would hold a name its readers refuse (`"__metadata__"`, a string with an
+            unpaired surrogate) or a header over 100 MB.
+        OSError: the file cannot be written (a missing folder, no permission, a folder at
+            `path`, a full disk): the system's subclass (`FileNotFoundError`, ...), its
+            filename `path`, never the temporary's.
 
     Examples:
         >>> import tempfile, pathlib
@@ -271,13 +288,16 @@ def save(obj: Any, path: str | os.PathLike[str], safetensors: bool = False) -> P
             content = OrderedDict(arrays) if kind == "OrderedDict" else dict(arrays)
             payload = _pickle_record(kind, content)
         else:
-            payload = _safetensors.encode(dict(arrays))
+            try:
+                payload = _safetensors.encode(dict(arrays))
+            except ValueError as error:
+                raise ValueError(f"lucid_jax.save: cannot write {path}: {error}.") from None
     else:
         raise ValueError(
             f"lucid_jax.save: unsupported file extension {path.suffix!r} in {path}; expected "
             "'.lct' (a tensor), '.lcd' (a state dict) or '.safetensors'."
         )
-    _write_replacing(path, payload)
+    write_replacing(path, payload)
     return path.resolve()
 
 
@@ -303,7 +323,7 @@ def _to_numpy(value: Any, path: Path, what: str, pickled: bool) -> np.ndarray:
         hint = (
             "Lucid's pickled files hold numpy's own dtypes; cast it, or save with safetensors=True"
             if pickled
-            else "safetensors holds bool, (u)int8-64, float16/32/64, bfloat16 and float8"
+            else "safetensors holds bool, (u)int8-64, float16/32/64, complex64, bfloat16 and float8"
         )
         raise TypeError(
             f"lucid_jax.save: {what} has dtype {array.dtype}, which {path.suffix} cannot "
@@ -315,12 +335,3 @@ def _to_numpy(value: Any, path: Path, what: str, pickled: bool) -> np.ndarray:
 def _pickle_record(kind: str, content: Any) -> bytes:
     record = {"type": kind, "format_version": FORMAT_VERSION, "content": content}
     return pickle.dumps(record, protocol=PICKLE_PROTOCOL)
-
-
-def _write_replacing(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(payload)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
