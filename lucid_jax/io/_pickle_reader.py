@@ -381,7 +381,11 @@ def _binfloat(reader: _Reader) -> None:
 
 def _unicode_text(reader: _Reader) -> None:
     raw = reader.line("UNICODE")
-    reader.push(raw.decode("raw-unicode-escape"), len(raw))
+    try:
+        text = raw.decode("raw-unicode-escape")
+    except UnicodeDecodeError as error:
+        raise reader.refuse(f"UNICODE text that does not decode ({error.reason})") from None
+    reader.push(text, len(raw))
 
 
 def _unicode(width: int) -> Any:
@@ -664,8 +668,8 @@ def _call_scalar(reader: _Reader, arguments: tuple[Any, ...]) -> np.generic:
 
 
 def _call_frombuffer(reader: _Reader, arguments: tuple[Any, ...]) -> np.ndarray[Any, Any]:
-    order = arguments[3] if len(arguments) == 4 else None
-    if type(arguments[0]) is not bytes or not (_same(order, "C") or _same(order, "F")):
+    order = arguments[3] if len(arguments) == 4 and type(arguments[3]) is str else None
+    if order is None or type(arguments[0]) is not bytes or order not in ("C", "F"):
         raise reader.refuse(
             f"numpy's _frombuffer{_short.repr(arguments)}; only _frombuffer(bytes, dtype, "
             "shape, 'C' or 'F') is read"
