@@ -58,7 +58,7 @@ def load(path: str | os.PathLike[str]) -> Any:
     by the file's size: lengths are checked against the bytes present before anything is
     allocated, containers nest at most 100 levels, and the time taken grows in proportion to
     the size. Memory: the reader holds the file's bytes and refuses a file whose contents
-    would need more than twice its size plus 64 MiB in Python objects; a Lucid `.lcd`/`.lct`
+    would need more than twice its size plus 128 MiB in Python objects; a Lucid `.lcd`/`.lct`
     (its bulk the arrays' raw bytes) peaks at about twice its size, the JAX arrays included.
 
     Args:

@@ -22,7 +22,8 @@ functions: numpy only ever sees a byte order and type code from the list above (
 built here), a checked shape and the raw bytes of the array (`np.frombuffer`, then `reshape`).
 
 It is bounded: every length is checked against the bytes present before anything is allocated;
-the memo is a dict holding only what the file put there; `MARK`s and containers nest at most
+the memo holds only what the file put there (in a list while the indices come in order, as
+pickle writes them, else in a dict: never sized by an index); `MARK`s and containers nest at most
 `MAX_DEPTH` levels; what it allocates beyond the file's own bytes is counted, and a file that
 needs more than twice its size plus `MEMORY_SLACK` bytes is refused; each opcode costs time in
 proportion to the bytes it reads or the items it consumes. Every refusal is a `PickleRefused`
@@ -34,6 +35,7 @@ from __future__ import annotations
 import math
 import reprlib
 import struct
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -42,16 +44,16 @@ import numpy as np
 #: How deep `MARK`s and containers may nest (a Lucid checkpoint needs 4).
 MAX_DEPTH = 100
 #: Memory the reader may use beyond twice the file's size, for the Python objects it builds.
-MEMORY_SLACK = 64 * 2**20
+MEMORY_SLACK = 128 * 2**20
 #: The most dimensions an array may have (numpy 1.x's own limit).
 MAX_NDIM = 32
 #: numpy type codes an array or scalar may have; byte order `|` for one-byte types.
 ARRAY_TYPE_CODES = frozenset(
     ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
 )
-# The cost charged per object built: about what CPython needs for a small object and the
-# references to it (stack, memo, container); the exact figure does not matter, the bound does.
-_OBJECT_COST = 96
+# What a dict item costs CPython, about, with the table's spare room (the memo when its
+# indices are out of order, and the dicts the file builds).
+_DICT_ITEM_COST = 100
 # A text-protocol number longer than this is no number a checkpoint holds; capping it keeps
 # int() and float() linear.
 _MAX_NUMBER_TEXT = 64
@@ -178,9 +180,13 @@ class _Reader:
         self.offset = 0  # of the opcode being read
         self.stack: list[Any] = []
         self.marks: list[list[Any]] = []
-        self.memo: dict[int, Any] = {}
-        # Depth of each container built, by id: a container is never shared (GET and DUP of
-        # one are refused), so each has one parent and its depth is fixed once it is placed.
+        # The memo: indices 0, 1, 2, ... as MEMOIZE and pickle's PUTs give them, in a list;
+        # any other index in a dict. Either holds one entry per PUT, whatever the index.
+        self.memo: list[Any] = []
+        self.memo_elsewhere: dict[int, Any] = {}
+        # Depth of each container on the stack deeper than 1, by id. A container is never
+        # shared (GET and DUP of one are refused): it is placed once and then never again,
+        # so its entry goes when it leaves the stack and the table stays as small as it.
         self.depths: dict[int, int] = {}
         self.budget = 2 * len(data) + MEMORY_SLACK
         self.protocol = 0
@@ -215,7 +221,7 @@ class _Reader:
         return text
 
     def charge(self, size: int) -> None:
-        self.budget -= size + _OBJECT_COST
+        self.budget -= size
         if self.budget < 0:
             raise self.refuse(
                 f"the file builds more than twice its size plus {MEMORY_SLACK} bytes of "
@@ -224,8 +230,10 @@ class _Reader:
 
     # --- the stack ----------------------------------------------------------------------
 
-    def push(self, value: Any, size: int = 0) -> None:
-        self.charge(size)
+    def push(self, value: Any, fresh: bool = True) -> None:
+        # A stack slot, and the object itself when it is new (sys.getsizeof is O(1): it
+        # counts an object's own memory, not what it refers to, nor a view's buffer).
+        self.charge(8 + (sys.getsizeof(value) if fresh else 0))
         self.stack.append(value)
 
     def pop(self) -> Any:
@@ -245,16 +253,20 @@ class _Reader:
         self.stack = self.marks.pop()
         return items
 
-    def depth(self, value: Any) -> int:
-        return self.depths.get(id(value), 1) if isinstance(value, _CONTAINERS) else 0
+    def consumed(self, value: Any) -> int:
+        """The depth of `value`, which leaves the stack for good (placed, used or dropped)."""
+        if not isinstance(value, _CONTAINERS):
+            return 0
+        return self.depths.pop(id(value), 1)
 
     def placed(self, container: Any, items: Any) -> None:
         """Record `container`'s depth after `items` went into it."""
-        deepest = max((self.depth(item) for item in items), default=0) + 1
+        deepest = max((self.consumed(item) for item in items), default=0) + 1
         deepest = max(deepest, self.depths.get(id(container), 1))
         if deepest > MAX_DEPTH:
             raise self.refuse(f"containers nest more than {MAX_DEPTH} levels deep")
-        self.depths[id(container)] = deepest
+        if deepest > 1:
+            self.depths[id(container)] = deepest
 
     def data_value(self, value: Any, where: str) -> Any:
         if isinstance(value, _Array) and value.array is not None:
@@ -275,13 +287,12 @@ class _Reader:
             result: tuple[Any, ...] = _Arguments(items)
         else:
             result = tuple(items)
-        self.charge(8 * len(items))
         self.new_container(result)
         self.placed(result, items)
         return result
 
     def new_container(self, value: Any) -> Any:
-        self.depths[id(value)] = 1
+        self.depths.pop(id(value), None)  # an entry left by a container freed since
         return value
 
     # --- the interpreter ----------------------------------------------------------------
@@ -385,7 +396,7 @@ def _unicode_text(reader: _Reader) -> None:
         text = raw.decode("raw-unicode-escape")
     except UnicodeDecodeError as error:
         raise reader.refuse(f"UNICODE text that does not decode ({error.reason})") from None
-    reader.push(text, len(raw))
+    reader.push(text)
 
 
 def _unicode(width: int) -> Any:
@@ -395,7 +406,7 @@ def _unicode(width: int) -> Any:
             text = raw.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError as error:
             raise reader.refuse(f"a string that is not UTF-8 ({error.reason})") from None
-        reader.push(text, len(raw))
+        reader.push(text)
 
     return handler
 
@@ -403,7 +414,7 @@ def _unicode(width: int) -> Any:
 def _bytes(width: int) -> Any:
     def handler(reader: _Reader) -> None:
         raw = reader.take(reader.length(width, "the bytes' length"), "the bytes")
-        reader.push(raw, len(raw))
+        reader.push(raw)
 
     return handler
 
@@ -421,22 +432,30 @@ def _refused(what: str) -> Any:
 def _mark(reader: _Reader) -> None:
     if len(reader.marks) >= MAX_DEPTH:
         raise reader.refuse(f"MARKs nest more than {MAX_DEPTH} levels deep")
-    reader.charge(0)
+    reader.charge(64)
     reader.marks.append(reader.stack)
     reader.stack = []
 
 
 def _pop(reader: _Reader) -> None:
-    reader.pop()
+    reader.consumed(reader.pop())
 
 
 def _pop_mark(reader: _Reader) -> None:
-    reader.pop_mark()
+    for item in reader.pop_mark():
+        reader.consumed(item)
 
 
 def _put(reader: _Reader, index: int) -> None:
-    reader.charge(0)
-    reader.memo[index] = reader.top()
+    value = reader.top()
+    if index == len(reader.memo):
+        reader.charge(8)
+        reader.memo.append(value)
+    elif 0 <= index < len(reader.memo):
+        reader.memo[index] = value
+    else:
+        reader.charge(_DICT_ITEM_COST)
+        reader.memo_elsewhere[index] = value
 
 
 def _put_text(reader: _Reader) -> None:
@@ -451,20 +470,23 @@ def _put_binary(width: int) -> Any:
 
 
 def _memoize(reader: _Reader) -> None:
-    _put(reader, len(reader.memo))
+    _put(reader, len(reader.memo) + len(reader.memo_elsewhere))
 
 
 def _get(reader: _Reader, index: int) -> None:
-    if index not in reader.memo:
+    if 0 <= index < len(reader.memo):
+        value = reader.memo[index]
+    elif index in reader.memo_elsewhere:
+        value = reader.memo_elsewhere[index]
+    else:
         raise reader.refuse(f"GET {index}, which the file never PUT")
-    value = reader.memo[index]
     if isinstance(value, _CONTAINERS):
         # Lucid's checkpoints share no containers; refusing shared ones keeps every container
         # with one parent: no cycles, no exponential walks, depth known at placement.
         raise reader.refuse(f"GET {index} of a {type(value).__name__}: containers are not shared")
     if isinstance(value, _Array) and value.array is not None:
         value = value.array
-    reader.push(value)
+    reader.push(value, fresh=False)
 
 
 def _get_text(reader: _Reader) -> None:
@@ -509,7 +531,6 @@ def _empty_tuple(reader: _Reader) -> None:
 
 def _list_from_mark(reader: _Reader) -> None:
     items = [reader.data_value(item, "in a list") for item in reader.pop_mark()]
-    reader.charge(8 * len(items))
     result = reader.new_container(items)
     reader.placed(result, items)
     reader.push(result)
@@ -558,7 +579,7 @@ def _set_items(reader: _Reader, target: Any, items: list[Any]) -> None:
         raise reader.refuse(f"SETITEMS with an odd number ({len(items)}) of keys and values")
     values = [reader.data_value(item, "in a dict") for item in items[1::2]]
     keys = [reader.key(item) for item in items[0::2]]
-    reader.charge(24 * len(keys))
+    reader.charge(_DICT_ITEM_COST * len(keys))
     reader.placed(target, values)
     target.update(zip(keys, values, strict=True))
 
@@ -595,6 +616,7 @@ def _stack_global(reader: _Reader) -> None:
 def _reduce(reader: _Reader) -> None:
     arguments = reader.pop()
     function = reader.pop()
+    reader.consumed(arguments)
     if not isinstance(arguments, tuple):
         raise reader.refuse(f"REDUCE with arguments {_what(arguments)}; expected a tuple")
     call = _CALLS.get(id(function)) if isinstance(function, _Global) else None
@@ -625,7 +647,6 @@ def _call_encode(reader: _Reader, arguments: tuple[Any, ...]) -> bytes:
         encoded = arguments[0].encode("latin1")
     except UnicodeEncodeError:
         raise reader.refuse("_codecs.encode of a string with characters beyond latin1") from None
-    reader.charge(len(encoded))
     return encoded
 
 
@@ -693,6 +714,7 @@ _CALLS: dict[int, Any] = {
 def _build(reader: _Reader) -> None:
     state = reader.pop()
     target = reader.top()
+    reader.consumed(state)
     if isinstance(target, _Dtype) and target.dtype is None:
         target.dtype = _dtype_from_state(reader, target.code, state)
     elif isinstance(target, _Array) and target.array is None:
