@@ -4,7 +4,10 @@ A pickle is a program for a stack machine: `GLOBAL` imports a name, `REDUCE` cal
 hands an object state (`__setstate__` or `setattr`). Even an unpickler restricted to a few
 numpy names lets a file drive numpy's own object machinery (`dtype.__setstate__` with raw flags
 and field offsets corrupts memory). So this module never unpickles: it interprets the opcodes
-itself, over Python values it builds directly.
+itself, over Python values it builds directly. (The design is the one of PyTorch's
+weights-only unpickler, `torch/_weights_only_unpickler.py`: an opcode interpreter whose `GLOBAL`
+is a table lookup and whose `BUILD` is limited to known types; here even the known names stay
+markers, and the only "types" built are numpy arrays from a checked dtype, shape and bytes.)
 
 What it can build:
 
@@ -37,7 +40,7 @@ import reprlib
 import struct
 import sys
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -685,7 +688,7 @@ def _call_scalar(reader: _Reader, arguments: tuple[Any, ...]) -> np.generic:
             f"numpy's scalar{_short.repr(arguments)}; only scalar(dtype, bytes) is read"
         )
     dtype = _built_dtype(reader, arguments[0])
-    return _numeric_array(reader, arguments[1], dtype, (), False)[()]  # type: ignore[no-any-return]
+    return cast(np.generic, _numeric_array(reader, arguments[1], dtype, (), False)[()])
 
 
 def _call_frombuffer(reader: _Reader, arguments: tuple[Any, ...]) -> np.ndarray[Any, Any]:
