@@ -225,7 +225,7 @@ def main(examples: int) -> None:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(st.sampled_from(corpus), st.lists(mutation, min_size=1, max_size=4), st.booleans())
+    @given(st.sampled_from(corpus), st.lists(mutation, min_size=1, max_size=3), st.booleans())
     def read_mutant(seed: bytes, mutations: list[tuple[Any, ...]], fit_frame: bool) -> None:
         data = _mutate(seed, mutations, corpus)
         if fit_frame:
