@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lucid_jax.io import _safetensors
-from lucid_jax.io._pickle_reader import PickleRefused, read_pickle
+from lucid_jax.io._pickle_reader import PickleRefused, read_pickle, short_repr
 
 #: The `format_version` Lucid 2.14.5 writes and the only one it reads.
 FORMAT_VERSION = 1.1
@@ -169,28 +169,29 @@ def _file_kind(mode: int) -> str:
 
 def _from_record(record: Any, path: Path) -> Any:
     if not isinstance(record, dict) or not {"type", "format_version", "content"} <= set(record):
-        found = sorted(record)[:10] if isinstance(record, dict) else type(record).__name__
+        found = short_repr(sorted(record)) if isinstance(record, dict) else type(record).__name__
         raise ValueError(
             f"lucid_jax.load: {path} is not a Lucid checkpoint: expected a dict with 'type', "
             f"'format_version' and 'content' (what lucid.save writes); got {found}."
         )
     version, kind, content = record["format_version"], record["type"], record["content"]
-    if version != FORMAT_VERSION:
+    # Types first: the file's values may be arrays, which compare element by element.
+    if type(version) is not float or version != FORMAT_VERSION:
         raise ValueError(
-            f"lucid_jax.load: {path} has format_version {version!r}; Lucid 2.14.5 and "
+            f"lucid_jax.load: {path} has format_version {short_repr(version)}; Lucid 2.14.5 and "
             f"lucid_jax read only {FORMAT_VERSION}."
         )
-    if kind == "Tensor":
+    if type(kind) is str and kind == "Tensor":
         if not _is_array(content):
             raise ValueError(
                 f"lucid_jax.load: {path} is a Lucid Tensor file whose content is "
                 f"{_describe(content)}; expected a numeric numpy array."
             )
         return _to_jax(content, path, "content")
-    if kind not in _STATE_DICT_TYPES:
+    if type(kind) is not str or kind not in _STATE_DICT_TYPES:
         raise ValueError(
-            f"lucid_jax.load: {path} holds type {kind!r}; expected 'Tensor', 'OrderedDict' "
-            "or 'dict'."
+            f"lucid_jax.load: {path} holds type {short_repr(kind)}; expected 'Tensor', "
+            "'OrderedDict' or 'dict'."
         )
     if not isinstance(content, dict):
         raise ValueError(
@@ -200,7 +201,7 @@ def _from_record(record: Any, path: Path) -> Any:
     for name, value in content.items():
         if not _is_array(value):
             raise ValueError(
-                f"lucid_jax.load: {path} is a Lucid state dict file with entry {name!r}: "
+                f"lucid_jax.load: {path} is a Lucid state dict file with entry {short_repr(name)}: "
                 f"{_describe(value)}; expected numeric numpy arrays."
             )
     # Each numpy array is dropped as soon as its JAX copy exists.

@@ -62,9 +62,23 @@ _DICT_ITEM_COST = 100
 _MAX_NUMBER_TEXT = 64
 _MAX_LONG_BYTES = 64
 
-_short = reprlib.Repr()
+
+class _ShortRepr(reprlib.Repr):
+    """`reprlib`'s short repr, which also cuts bytes before, not after, writing them out."""
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        cut = value[: self.maxstring]
+        return repr(cut) + ("..." if len(value) > len(cut) else "")
+
+
+_short = _ShortRepr()
 _short.maxstring = _short.maxother = 60
 _short.maxlevel = 2
+
+
+def short_repr(value: Any) -> str:
+    """A repr of at most about 100 characters, in time that does not grow with `value`."""
+    return _short.repr(value)
 
 
 class PickleRefused(ValueError):
@@ -167,7 +181,8 @@ def _what(value: Any) -> str:
     if isinstance(value, _Marker):
         return repr(value)
     if isinstance(value, _Arguments):
-        return f"a tuple holding {', '.join(_what(v) for v in value if isinstance(v, _Marker))}"
+        markers = [_what(v) for v in value[:6] if isinstance(v, _Marker)]
+        return f"a tuple holding {', '.join(markers) or 'such values'}"
     return f"{type(value).__name__} {_short.repr(value)}"
 
 
