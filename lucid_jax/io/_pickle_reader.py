@@ -229,11 +229,13 @@ class _Reader:
         return int(value)
 
     def line(self, what: str, limit: int | None = None) -> bytes:
-        end = self.data.find(b"\n", self.position)
+        # A limited line is looked for only as far as its limit: no scan past it.
+        stop = len(self.data) if limit is None else self.position + limit + 1
+        end = self.data.find(b"\n", self.position, stop)
+        if end < 0 and stop < len(self.data):
+            raise self.refuse(f"{what} is longer than {limit} characters")
         if end < 0:
             raise self.refuse(f"{what} has no end of line before the end of the file")
-        if limit is not None and end - self.position > limit:
-            raise self.refuse(f"{what} is {end - self.position} characters; at most {limit}")
         text = self.data[self.position : end]
         self.position = end + 1
         return text
@@ -310,7 +312,9 @@ class _Reader:
         return result
 
     def new_container(self, value: Any) -> Any:
-        self.depths.pop(id(value), None)  # an entry left by a container freed since
+        # Entries go with their containers; should one ever be left (an id reused), it is
+        # not this container's.
+        self.depths.pop(id(value), None)
         return value
 
     # --- the interpreter ----------------------------------------------------------------
