@@ -182,7 +182,10 @@ def test_refusals_give_the_offset_of_the_opcode():
         (b"\x80\x04N(NNu.", r"SETITEM on NoneType None; only dicts"),
         (b"\x80\x04}(Nu.", r"odd number"),
         (b"\x80\x06N.", r"PROTO 6"),
-        (b"I123456789012345678901234567890123456789012345678901234567890123456789\n.", r"INT is longer than 64 characters"),
+        (
+            b"I123456789012345678901234567890123456789012345678901234567890123456789\n.",
+            r"INT is longer than 64 characters",
+        ),
         (b"I12", r"no end of line"),
     ],
 )
