@@ -483,3 +483,30 @@ def test_attack_deep_nesting_is_a_value_error_not_a_recursion_error(tmp_path):
     for content in (b"]" * depth + b"a" * (depth - 1), b"N" + b"\x85" * depth):
         _load_refused(tmp_path, _op_record(content), r"containers nest more than 100 levels")
     _load_refused(tmp_path, _op_record(b"(" * depth), r"MARKs nest more than 100 levels")
+
+
+def _stat_with(result: os.stat_result, **changes: int) -> os.stat_result:
+    fields = list(result[:10])
+    names = ["st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size"]
+    for name, value in changes.items():
+        fields[names.index(name)] = value
+    return os.stat_result(fields)
+
+
+def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "growing.lcd"
+    path.write_bytes(LUCID_STATE.read_bytes())
+    real_fstat = os.fstat
+    # The size when opened is all that is read: here the file is "written to" meanwhile.
+    monkeypatch.setattr(os, "fstat", lambda fd: _stat_with(real_fstat(fd), st_size=100))
+    with pytest.raises(ValueError, match=r"refused .*growing\.lcd: it grew while being read"):
+        lucid_jax.load(path)
+
+
+def test_a_path_swapped_between_check_and_open_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "swapped.lcd"
+    path.write_bytes(LUCID_STATE.read_bytes())
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, **kw: _stat_with(real_stat(p, **kw), st_ino=1))
+    with pytest.raises(ValueError, match=r"refused .*swapped\.lcd: it was replaced while being"):
+        lucid_jax.load(path)
