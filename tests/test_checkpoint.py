@@ -20,7 +20,7 @@ import pytest
 from conftest import DATA, reference_instance_norm
 
 import lucid_jax
-from lucid_jax.io._restricted_pickle import restricted_loads
+from lucid_jax.io._pickle_reader import read_pickle
 
 PREFIX = "lucid_2_14_5_"
 with np.load(DATA / f"{PREFIX}checkpoints.npz") as _npz:
@@ -118,7 +118,7 @@ def test_sequential_state_has_lucids_dotted_keys():
 
 
 def _record(path: Path) -> dict:
-    return restricted_loads(path.read_bytes())
+    return read_pickle(path.read_bytes())
 
 
 @pytest.mark.usefixtures("x64")

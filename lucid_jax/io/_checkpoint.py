@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from lucid_jax.io import _safetensors
 from lucid_jax.io._atomic_write import write_replacing
-from lucid_jax.io._restricted_pickle import RefusedGlobalError, restricted_loads
+from lucid_jax.io._pickle_reader import PickleRefused, read_pickle, short_repr
 
 #: The `format_version` Lucid 2.14.5 writes and the only one it reads.
 FORMAT_VERSION = 1.1
@@ -44,10 +45,22 @@ def load(path: str | os.PathLike[str]) -> Any:
     `jnp.asarray`; int64/uint64 arrays become int32/uint32, and an array with a value that does
     not fit is refused rather than wrapped around.
 
-    Nothing in the file is ever run. Pickled files (`.lcd`, `.lct`) are unpickled by an
-    unpickler that builds only dicts, `OrderedDict`s, numpy arrays, dtypes and scalars,
-    strings and numbers, and refuses a file that asks for anything else before importing or
-    calling it. Safetensors files are parsed here (numpy only) and their header checked.
+    Nothing in the file is ever run, and nothing is unpickled. Pickled files (`.lcd`, `.lct`)
+    are read by a small interpreter of the pickle opcodes that builds only plain data (dicts
+    with string keys, `OrderedDict`s, lists, tuples, strings, bytes, numbers, `None`) and numpy
+    arrays and scalars of the numeric dtypes (bool, (u)int8-64, float16/32/64, complex64/128,
+    either byte order), each rebuilt from a checked type code, a checked shape and its raw
+    bytes: the names the file gives are markers, never imported or called, and no
+    `__setstate__` or attribute assignment ever sees the file's values. Safetensors files are
+    parsed here (numpy only) and their header checked.
+
+    The path must be a regular file (or a link to one), checked before it is opened for
+    reading: a folder, FIFO or device is refused without reading from it. Reading is bounded
+    by the file's size: lengths are checked against the bytes present before anything is
+    allocated, containers nest at most 100 levels, and the time taken grows in proportion to
+    the size. Memory: the reader holds the file's bytes and refuses a file whose contents
+    would need more than twice its size plus 128 MiB in Python objects; a Lucid `.lcd`/`.lct`
+    (its bulk the arrays' raw bytes) peaks at about twice its size, the JAX arrays included.
 
     Args:
         path: the file. `.safetensors` files are read as safetensors, every other suffix as
@@ -58,11 +71,12 @@ def load(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file is not a Lucid checkpoint: it names something other than the
-            allowed types (refused without running it), is truncated or malformed, has a
-            `format_version` other than 1.1, an unknown `type`, content that is not an array
-            or a mapping of names to arrays, or (x64 off) 64-bit integers beyond 32 bits.
-            The message names the file.
+        ValueError: `path` is not a regular file; or the file is not a Lucid checkpoint: its
+            pickle holds anything beyond the plain data and numeric arrays above, or is
+            truncated or malformed (the message gives the byte offset and what was refused),
+            it has a `format_version` other than 1.1, an unknown `type`, content that is not
+            an array or a mapping of names to arrays, or (x64 off) 64-bit integers beyond 32
+            bits. The message names the file.
 
     Examples:
         >>> import tempfile, pathlib
@@ -81,57 +95,104 @@ def load(path: str | os.PathLike[str]) -> Any:
         [0.0, 1.0, 2.0]
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"lucid_jax.load: no such file: {path}")
-    data = path.read_bytes()
     if path.suffix == ".safetensors":
-        try:
-            tensors = _safetensors.decode(data)
-        except ValueError as error:
-            raise ValueError(
-                f"lucid_jax.load: {path} is not a valid safetensors file: {error}."
-            ) from None
-        return OrderedDict((name, _to_jax(array, path, name)) for name, array in tensors.items())
+        # The bytes are dropped on return: the arrays are views of them until converted.
+        tensors = _decode_safetensors(_read_regular_file(path), path)
+        return OrderedDict((name, _to_jax(tensors.pop(name), path, name)) for name in list(tensors))
+    return _from_record(_read_record(path), path)
 
+
+def _decode_safetensors(data: bytes, path: Path) -> dict[str, np.ndarray]:
     try:
-        record = restricted_loads(data)
-    except RefusedGlobalError as error:
+        return dict(_safetensors.decode(data))
+    except ValueError as error:
         raise ValueError(
-            f"lucid_jax.load: refused {path}: {error}. A Lucid .lcd/.lct file holds only "
-            "those; this one could run code if unpickled, and nothing in it was run."
+            f"lucid_jax.load: {path} is not a valid safetensors file: {error}."
         ) from None
-    except Exception as error:  # any malformed pickle: truncated, bad opcode, bad arguments
+
+
+def _read_record(path: Path) -> Any:
+    # A function of its own so that the file's bytes are released when it returns, before
+    # the arrays are converted to JAX: the peak stays near twice the file's size.
+    try:
+        return read_pickle(_read_regular_file(path))
+    except PickleRefused as error:
         raise ValueError(
-            f"lucid_jax.load: {path} is not a Lucid checkpoint: it could not be unpickled "
-            f"({type(error).__name__}: {error})."
-        ) from error
-    return _from_record(record, path)
+            f"lucid_jax.load: refused {path} at byte {error.offset}: {error.reason}. "
+            "A Lucid .lcd/.lct file is a pickle of plain data and numeric numpy arrays; "
+            "nothing in this one was imported or run."
+        ) from None
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of `path`, which must be a regular file; reads at most its size."""
+    try:
+        before = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"lucid_jax.load: no such file: {path}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise ValueError(
+            f"lucid_jax.load: refused {path}: {_file_kind(before.st_mode)}, not a file."
+        )
+    # O_NONBLOCK: should the path be swapped for a FIFO after the check, open still returns.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb") as file:
+        opened = os.fstat(file.fileno())
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            before.st_dev,
+            before.st_ino,
+        ):
+            raise ValueError(
+                f"lucid_jax.load: refused {path}: it was replaced while being opened "
+                f"(now {_file_kind(opened.st_mode)})."
+            )
+        data = file.read(opened.st_size + 1)
+    if len(data) > opened.st_size:
+        raise ValueError(
+            f"lucid_jax.load: refused {path}: it grew while being read (past "
+            f"{opened.st_size} bytes); save it again and retry once it is written."
+        )
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISDIR: "it is a folder",
+        stat.S_ISFIFO: "it is a FIFO (named pipe)",
+        stat.S_ISCHR: "it is a character device",
+        stat.S_ISBLK: "it is a block device",
+        stat.S_ISSOCK: "it is a socket",
+        stat.S_ISREG: "a regular file",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), "it is not a regular file")
 
 
 def _from_record(record: Any, path: Path) -> Any:
     if not isinstance(record, dict) or not {"type", "format_version", "content"} <= set(record):
-        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        found = short_repr(sorted(record)) if isinstance(record, dict) else type(record).__name__
         raise ValueError(
             f"lucid_jax.load: {path} is not a Lucid checkpoint: expected a dict with 'type', "
             f"'format_version' and 'content' (what lucid.save writes); got {found}."
         )
     version, kind, content = record["format_version"], record["type"], record["content"]
-    if version != FORMAT_VERSION:
+    # Types first: the file's values may be arrays, which compare element by element.
+    if type(version) is not float or version != FORMAT_VERSION:
         raise ValueError(
-            f"lucid_jax.load: {path} has format_version {version!r}; Lucid 2.14.5 and "
+            f"lucid_jax.load: {path} has format_version {short_repr(version)}; Lucid 2.14.5 and "
             f"lucid_jax read only {FORMAT_VERSION}."
         )
-    if kind == "Tensor":
+    if type(kind) is str and kind == "Tensor":
         if not _is_array(content):
             raise ValueError(
                 f"lucid_jax.load: {path} is a Lucid Tensor file whose content is "
                 f"{_describe(content)}; expected a numeric numpy array."
             )
         return _to_jax(content, path, "content")
-    if kind not in _STATE_DICT_TYPES:
+    if type(kind) is not str or kind not in _STATE_DICT_TYPES:
         raise ValueError(
-            f"lucid_jax.load: {path} holds type {kind!r}; expected 'Tensor', 'OrderedDict' "
-            "or 'dict'."
+            f"lucid_jax.load: {path} holds type {short_repr(kind)}; expected 'Tensor', "
+            "'OrderedDict' or 'dict'."
         )
     if not isinstance(content, dict):
         raise ValueError(
@@ -139,12 +200,13 @@ def _from_record(record: Any, path: Path) -> Any:
             f"{_describe(content)}; expected a mapping of names to arrays."
         )
     for name, value in content.items():
-        if not isinstance(name, str) or not _is_array(value):
+        if not _is_array(value):
             raise ValueError(
-                f"lucid_jax.load: {path} is a Lucid state dict file with entry {name!r}: "
-                f"{_describe(value)}; expected string names and numeric numpy arrays."
+                f"lucid_jax.load: {path} is a Lucid state dict file with entry {short_repr(name)}: "
+                f"{_describe(value)}; expected numeric numpy arrays."
             )
-    converted = ((name, _to_jax(value, path, name)) for name, value in content.items())
+    # Each numpy array is dropped as soon as its JAX copy exists.
+    converted = ((name, _to_jax(content.pop(name), path, name)) for name in list(content))
     return OrderedDict(converted) if kind == "OrderedDict" else dict(converted)
 
 
@@ -160,6 +222,8 @@ def _describe(value: Any) -> str:
 
 def _to_jax(array: np.ndarray | np.generic, path: Path, name: str) -> jax.Array:
     array = np.asarray(array)
+    if not array.dtype.isnative:  # numpy pickles keep big-endian arrays so; JAX takes native
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype.kind in "iu" and array.dtype.itemsize == 8 and array.size:
         if not jax.config.read("jax_enable_x64"):
             narrow = np.iinfo(np.int32 if array.dtype.kind == "i" else np.uint32)
