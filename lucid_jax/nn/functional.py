@@ -130,6 +130,8 @@ def _promoted_for_eval(input_: Any, running_mean: Any, running_var: Any) -> Any:
     ]
     if not all(dtype is not None and jnp.issubdtype(dtype, jnp.floating) for dtype in dtypes):
         return input_
+    # As JAX will hold them (a float64 NumPy input is float32 without x64).
+    dtypes = [jax.dtypes.canonicalize_dtype(dtype) for dtype in dtypes]
     with jax.numpy_dtype_promotion("standard"):
         target = jnp.result_type(*dtypes)
     return input_ if target == dtypes[0] else jnp.asarray(unwrap(input_)).astype(target)
