@@ -155,13 +155,18 @@ def _unchanged(module, before):
         ("scale", np.array([1.0, -3.5e38]), r"'scale' holds -3.5e\+38 .* overflows float32"),
     ],
 )
-def test_load_state_dict_refuses_lossy_conversions_and_changes_nothing(key, value, message):
-    module = _Counter()
-    before = module.state_dict()
-    state = {**before, "scale": jnp.full(2, 5.0), key: value}  # the good key is not written
-    with pytest.raises(ValueError, match=message):
-        module.load_state_dict(state)
-    _unchanged(module, before)
+@pytest.mark.parametrize("x64", [False, True], ids=["x64_off", "x64_on"])
+def test_load_state_dict_refuses_lossy_conversions_and_changes_nothing(key, value, message, x64):
+    # Without x64 JAX itself would wrap int64 to int32 and overflow float64 to inf silently:
+    # the check must run before JAX converts anything.
+    with jax.enable_x64(x64):
+        module = _Counter()
+        assert module.scale.dtype == jnp.float32  # a float64 JAX array gives float32, as Lucid
+        before = module.state_dict()
+        state = {**before, "scale": jnp.full(2, 5.0), key: value}  # the good key is not written
+        with pytest.raises(ValueError, match=message):
+            module.load_state_dict(state)
+        _unchanged(module, before)
 
 
 def test_load_state_dict_keeps_values_the_dtype_holds_exactly():
