@@ -94,7 +94,7 @@ def test_eval_forwards_see_a_concurrent_load_whole_or_not_at_all():
     counts, loads = _run_against_loads(module, step)
     print(f"eval: {counts['torn']} torn of {CALLS} ({counts}), {loads} loads")
     assert counts["torn"] == 0, counts
-    assert loads > 0
+    assert loads > 0 and counts["A"] > 0 and counts["B"] > 0  # the loads were seen
 
 
 def test_training_updates_are_atomic_against_a_concurrent_load():
@@ -111,7 +111,7 @@ def test_training_updates_are_atomic_against_a_concurrent_load():
     counts, loads = _run_against_loads(module, step)
     print(f"train: {counts['torn']} torn of {CALLS} ({counts}), {loads} loads")
     assert counts["torn"] == 0, counts
-    assert loads > 0
+    assert loads > 0 and counts["A"] > 0 and counts["B"] > 0  # the loads were seen
 
 
 def test_a_torn_state_would_be_detected():
