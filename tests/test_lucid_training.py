@@ -33,8 +33,9 @@ class ChannelLinear(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(jnp.zeros((out_channels, in_channels)))
-        self.bias = nn.Parameter(jnp.zeros(out_channels))
+        # NumPy arrays, as the Lucid script: a float64 JAX array would give a float32 Parameter
+        self.weight = nn.Parameter(np.zeros((out_channels, in_channels)))
+        self.bias = nn.Parameter(np.zeros(out_channels))
 
     def forward(self, x):
         channels_last = jnp.transpose(x, (0, 2, 3, 1))
@@ -47,8 +48,8 @@ class ChannelAffine(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.scale = nn.Parameter(jnp.ones(channels))
-        self.shift = nn.Parameter(jnp.zeros(channels))
+        self.scale = nn.Parameter(np.ones(channels))
+        self.shift = nn.Parameter(np.zeros(channels))
 
     def forward(self, x):
         c = self.scale.shape[0]

@@ -2,7 +2,13 @@
 
 from lucid_jax.nn import functional
 from lucid_jax.nn._buffer import Buffer, Parameter
-from lucid_jax.nn._containers import ModuleDict, ModuleList, Sequential
+from lucid_jax.nn._containers import (
+    ModuleDict,
+    ModuleList,
+    ParameterDict,
+    ParameterList,
+    Sequential,
+)
 from lucid_jax.nn._functional_call import functional_call
 from lucid_jax.nn._instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from lucid_jax.nn._module import Module
@@ -16,6 +22,8 @@ __all__ = [
     "ModuleDict",
     "ModuleList",
     "Parameter",
+    "ParameterDict",
+    "ParameterList",
     "Sequential",
     "functional",
     "functional_call",

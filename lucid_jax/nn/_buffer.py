@@ -124,9 +124,10 @@ class Buffer:
     def __iter__(self) -> Iterator[jax.Array]:
         return iter(self.data)
 
-    def __reduce__(self) -> tuple[type, tuple[jax.Array]]:
-        # Copies and pickles get their own lock; the array is immutable and can be shared.
-        return type(self), (self.data,)
+    def __reduce__(self) -> tuple[type, tuple[jax.Array, np.dtype]]:
+        # Copies and pickles get their own lock; the array is immutable and can be shared. The
+        # dtype is given so that a float64 Parameter is not demoted on the way.
+        return type(self), (self.data, self.data.dtype)
 
     def __repr__(self) -> str:
         body = np.array2string(np.asarray(self.data), separator=", ", prefix=" " * 7)
@@ -145,14 +146,27 @@ class Parameter(Buffer):
     A [`Module`][lucid_jax.nn.Module] lists it among its `parameters()`; otherwise it behaves
     as a [`Buffer`][lucid_jax.nn.Buffer].
 
+    As in Lucid 2.14.5, a float64 *tensor* (here: a JAX array, a Buffer or a Parameter) without
+    `dtype` becomes a float32 Parameter, while float64 NumPy arrays, Python floats and lists stay
+    float64 (with x64 on; without it JAX holds every float as float32 anyway). Give `dtype` to
+    keep a float64 JAX array as it is.
+
     Examples:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp, numpy as np
       >>> from lucid_jax.nn import Parameter
       >>> Parameter(jnp.ones(2)) * 3
       Array([3., 3.], dtype=float32)
+      >>> with jax.enable_x64(True):
+      ...     print(Parameter(jnp.ones(2)).dtype, Parameter(np.ones(2)).dtype)
+      float32 float64
     """
 
     __slots__ = ()
+
+    def __init__(self, data: ArrayLike, dtype: Any = None) -> None:
+        if dtype is None and isinstance(data, (jax.Array, Buffer)) and data.dtype == np.float64:
+            dtype = np.float32  # Lucid's Parameter demotes a float64 Tensor
+        super().__init__(data, dtype)
 
 
 _register_pytree(Buffer)  # subclasses register themselves in __init_subclass__
@@ -166,6 +180,17 @@ def holding_locks(holders: Iterable[Buffer]) -> Iterator[None]:
         for holder in unique:
             stack.enter_context(holder._lock)
         yield
+
+
+def read_together(holders: Iterable[Buffer]) -> list[jax.Array]:
+    """The arrays of several Buffers, read as one snapshot (under their locks).
+
+    Writers that swap several Buffers at once (`load_state_dict`, the shim's running-stat
+    update) hold the same locks, so the snapshot is all before or all after each of them.
+    """
+    holders = list(holders)
+    with holding_locks(holders):
+        return [holder.data for holder in holders]
 
 
 def unwrap(value: Any) -> Any:

@@ -1,9 +1,9 @@
-"""Lucid's module containers: `Sequential`, `ModuleList`, `ModuleDict`.
+"""Lucid's containers: `Sequential`, `ModuleList`, `ModuleDict`, `ParameterList`, `ParameterDict`.
 
-Children are named as in Lucid (`"0"`, `"1"`, ... or the given keys), so `state_dict` keys match
-a Lucid checkpoint's (`"body.0.weight"`). Two Lucid slips are not copied: replacing an entry
-(`seq[i] = m`) keeps its position instead of moving it last, and `del module_list[i]` removes
-the entry.
+Entries are named as in Lucid (`"0"`, `"1"`, ... or the given keys), so `state_dict` keys match
+a Lucid checkpoint's (`"body.0.weight"`, `"gains.1"`). Two Lucid slips are not copied: replacing
+an entry (`seq[i] = m`, `params[i] = p`) keeps its position instead of moving it last, and
+`del module_list[i]` removes the entry.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
+from lucid_jax.nn._buffer import Parameter
 from lucid_jax.nn._module import Module
 
 
@@ -196,3 +197,164 @@ class ModuleDict(Module):
 
     def items(self) -> ItemsView[str, Module]:
         return self._modules.items()
+
+
+def _checked_parameter(owner: Module, method: str, param: Any) -> Parameter:
+    if not isinstance(param, Parameter):
+        raise TypeError(
+            f"{type(owner).__name__}.{method}: expected a Parameter; got {type(param).__name__}. "
+            "Wrap arrays in nn.Parameter(...)."
+        )
+    return param
+
+
+def _entries_repr(owner: Module) -> str:
+    lines = [
+        f"({name}): " + repr(param).replace("\n", "\n  ")
+        for name, param in owner._parameters.items()
+    ]
+    body = "\n  " + "\n  ".join(lines) + "\n" if lines else ""
+    return f"{type(owner).__name__}({body})"
+
+
+class ParameterList(Module):
+    """A list of Parameters, registered as `"0"`, `"1"`, ..., as `lucid.nn.ParameterList`.
+
+    Its `state_dict` keys are the positions (`"gains.0"` inside a module), as in Lucid.
+    `del plist[i]` and `insert` renumber the entries; `plist[i] = p` keeps the position.
+
+    Args:
+      parameters: the initial Parameters.
+
+    Raises:
+      TypeError: an entry is not a Parameter (wrap arrays in `nn.Parameter`), or an index is
+        not an int (or a slice, to read).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from lucid_jax import nn
+      >>> gains = nn.ParameterList([nn.Parameter(jnp.ones(2)), nn.Parameter(jnp.zeros(3))])
+      >>> gains.append(nn.Parameter(jnp.full(1, 2.0)))
+      >>> list(gains.state_dict()), len(gains), gains[-1]
+      (['0', '1', '2'], 3, Parameter([2.], dtype=float32))
+    """
+
+    def __init__(self, parameters: Iterable[Parameter] | None = None) -> None:
+        super().__init__()
+        if parameters is not None:
+            self.extend(parameters)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return ParameterList(list(self._parameters.values())[index])
+        return list(self._parameters.values())[_position(self, index, len(self))]
+
+    def __setitem__(self, index: int, param: Parameter) -> None:
+        position = _position(self, index, len(self))
+        self._parameters[str(position)] = _checked_parameter(self, "__setitem__", param)
+
+    def __delitem__(self, index: int) -> None:
+        params = list(self._parameters.values())
+        del params[_position(self, index, len(self))]
+        self._renumber(params)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(self._parameters.values())
+
+    def append(self, param: Parameter) -> None:
+        """Add `param` at the end, named by the current length."""
+        self.register_parameter(str(len(self)), _checked_parameter(self, "append", param))
+
+    def extend(self, parameters: Iterable[Parameter]) -> None:
+        """Append each of `parameters`."""
+        for param in parameters:
+            self.append(param)
+
+    def insert(self, index: int, param: Parameter) -> None:
+        """Insert `param` before `index` (clamped to the list, as Lucid) and renumber."""
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(
+                f"ParameterList.insert: index must be an int; got {type(index).__name__}."
+            )
+        params = list(self._parameters.values())
+        params.insert(index, _checked_parameter(self, "insert", param))
+        self._renumber(params)
+
+    def _renumber(self, params: list[Parameter]) -> None:
+        self._parameters.clear()
+        for position, param in enumerate(params):
+            self._parameters[str(position)] = param
+
+    def __repr__(self) -> str:
+        return _entries_repr(self)
+
+
+class ParameterDict(Module):
+    """Parameters by name, registered under their keys, as `lucid.nn.ParameterDict`.
+
+    Args:
+      parameters: the initial Parameters by name (names without `.`).
+
+    Raises:
+      TypeError: a value is not a Parameter (wrap arrays in `nn.Parameter`).
+      ValueError: a key is empty or holds a `.`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from lucid_jax import nn
+      >>> scales = nn.ParameterDict({"a": nn.Parameter(jnp.ones(2))})
+      >>> scales["b"] = nn.Parameter(jnp.zeros(1))
+      >>> list(scales.state_dict()), "b" in scales
+      (['a', 'b'], True)
+    """
+
+    def __init__(self, parameters: Mapping[str, Parameter] | None = None) -> None:
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def update(self, parameters: Mapping[str, Parameter]) -> None:
+        """Add or replace each entry of `parameters`."""
+        for key, param in parameters.items():
+            self[key] = param
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self._parameters.clear()
+
+    def pop(self, key: str) -> Parameter:
+        """Remove the entry `key` and return it."""
+        return self._parameters.pop(key)
+
+    def __getitem__(self, key: str) -> Parameter:
+        return self._parameters[key]
+
+    def __setitem__(self, key: str, param: Parameter) -> None:
+        self.register_parameter(key, _checked_parameter(self, "__setitem__", param))
+
+    def __delitem__(self, key: str) -> None:
+        del self._parameters[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._parameters
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parameters)
+
+    def keys(self) -> KeysView[str]:
+        return self._parameters.keys()
+
+    def values(self) -> ValuesView[Parameter]:
+        return self._parameters.values()
+
+    def items(self) -> ItemsView[str, Parameter]:
+        return self._parameters.items()
+
+    def __repr__(self) -> str:
+        return _entries_repr(self)

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 
+from lucid_jax.nn._buffer import read_together
 from lucid_jax.nn._module import Module
 from lucid_jax.nn._overrides import Slot, overriding
 from lucid_jax.nn._state_checks import checked_state_value, split_state_keys
@@ -18,12 +19,13 @@ def functional_call(
     r"""Call `module(*args, **kwargs)` with the given state, purely; return output and new state.
 
     In the spirit of `torch.func.functional_call`: `state` maps `state_dict` keys to arrays;
-    every key left out takes the module's current value. The module runs with these values
-    and its object is **not changed**, even if the call raises; another thread may use the
-    module meanwhile and sees its own arrays. Every Buffer the module would update in place
-    (the running statistics of an `InstanceNorm*` in training) comes back updated in the new
-    state. So training steps compose with `jax.jit`, `jax.grad`, `jax.value_and_grad` and
-    `jax.vmap`:
+    every key left out takes the module's current value (all read as one snapshot, so a
+    `load_state_dict` in another thread is seen whole or not at all). The module runs with
+    these values and its object is **not changed**, even if the call raises; another thread
+    may use the module meanwhile and sees its own arrays. Every Buffer the module would
+    update in place (the running statistics of an `InstanceNorm*` in training) comes back
+    updated in the new state. So training steps compose with `jax.jit`, `jax.grad`,
+    `jax.value_and_grad` and `jax.vmap`:
 
     $$(y, s') = f(s, x), \qquad
     \nabla_p \, \ell\big(f(p \cup b, x)\big) \text{ over the parameters } p.$$
@@ -77,11 +79,13 @@ def functional_call(
             f"functional_call: keys {unexpected} are not in {type(module).__name__}'s "
             f"state_dict; expected some of {list(holders)}."
         )
-    # One slot per holder, so a Parameter shared under several keys stays one value.
-    slots: dict[int, Slot] = {}
-    for holder in holders.values():
-        if id(holder) not in slots:
-            slots[id(holder)] = Slot(holder, holder.data)
+    # One slot per holder, so a Parameter shared under several keys stays one value. The
+    # module's values are read as one snapshot, so a concurrent load_state_dict is seen whole.
+    unique = list({id(holder): holder for holder in holders.values()}.values())
+    slots = {
+        id(holder): Slot(holder, value)
+        for holder, value in zip(unique, read_together(unique), strict=True)
+    }
     given_under: dict[int, str] = {}
     for key, value in state.items():
         holder = holders[key]

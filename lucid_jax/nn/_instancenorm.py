@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lucid_jax.functional import check_num_features
 from lucid_jax.nn import functional as F
@@ -31,8 +32,8 @@ class _InstanceNorm(Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         # None registers the name empty, as Lucid does for affine=False and untracked stats.
-        self.register_parameter("weight", Parameter(jnp.ones(num_features)) if affine else None)
-        self.register_parameter("bias", Parameter(jnp.zeros(num_features)) if affine else None)
+        self.register_parameter("weight", Parameter(np.ones(num_features)) if affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(num_features)) if affine else None)
         tracked = track_running_stats
         self.register_buffer("running_mean", jnp.zeros(num_features) if tracked else None)
         self.register_buffer("running_var", jnp.ones(num_features) if tracked else None)

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from lucid_jax.nn._buffer import Buffer, Parameter, holding_locks
-from lucid_jax.nn._state_checks import checked_state_value, split_state_keys
+from lucid_jax.nn._buffer import Buffer, Parameter, holding_locks, read_together
+from lucid_jax.nn._overrides import slot_of
+from lucid_jax.nn._state_checks import loadable_state_value, split_state_keys
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
 
@@ -24,9 +26,11 @@ class Module:
     every array by its dotted path (`"body.0.weight"`, `"norm.running_mean"`): the module's own
     parameters, its own buffers, then each child's, exactly as Lucid orders them.
 
-    Assigning an array to an attribute that holds a Parameter (or Buffer) sets its data, so
-    `m.weight = array` and `m.weight.data = array` both keep it a Parameter (Lucid would
-    drop it from the module). Assigning `None` unregisters the name, as in Lucid.
+    Assigning an array to an attribute that holds a Parameter (or Buffer) rebinds the name to
+    a new Parameter (Buffer) holding that array, in its dtype: the name stays in `state_dict`
+    (Lucid would drop it from the module), and a holder shared with another module is left to
+    the other module. `m.weight.data = array` instead writes into the holder, shared or not.
+    Assigning `None` unregisters the name, as in Lucid.
 
     Subclasses call `super().__init__()` first and define `forward`. To run a module as a pure
     function of its state (under `jax.jit`, `jax.grad`, `jax.vmap`) use
@@ -76,7 +80,7 @@ class Module:
         else:
             holder = self._parameters.get(name, self._buffers.get(name))
             if holder is not None and _is_array_like(value):
-                holder.data = value
+                self._rebind(name, holder, value)
                 return
             self._unregister(name)
             object.__setattr__(self, name, value)
@@ -101,6 +105,16 @@ class Module:
                 entries.pop(name, None)
         self.__dict__.pop(name, None)
         registry[name] = value
+
+    def _rebind(self, name: str, holder: Buffer, value: Any) -> None:
+        slot = slot_of(holder)
+        if slot is not None:
+            # Within functional_call the module must not change: the call's value does.
+            holder.data = value
+            return
+        array = jnp.asarray(value)
+        registry = self._parameters if isinstance(holder, Parameter) else self._buffers
+        registry[name] = type(holder)(array, dtype=array.dtype)
 
     def _unregister(self, name: str) -> bool:
         found = False
@@ -203,15 +217,19 @@ class Module:
     def train(self, mode: bool = True) -> Module:
         """Set training mode (`mode=False`: evaluation) here and in every descendant.
 
+        `mode` may be an int, as in Lucid (`train(0)` is evaluation); `training` holds the bool.
+
         Returns:
           The module itself.
 
         Raises:
-          TypeError: `mode` is not a bool.
+          TypeError: `mode` is not a bool or an int (Lucid would take `train("no")` as
+            training, since the string is truthy).
         """
-        if not isinstance(mode, (bool, np.bool_)):
+        if not isinstance(mode, (bool, np.bool_, numbers.Integral)):
             raise TypeError(
-                f"{type(self).__name__}.train: mode must be a bool; got {type(mode).__name__}."
+                f"{type(self).__name__}.train: mode must be a bool (or an int, as Lucid's "
+                f"train(0)); got {type(mode).__name__}."
             )
         object.__setattr__(self, "training", bool(mode))
         for child in self._modules.values():
@@ -245,22 +263,32 @@ class Module:
 
         Returns:
           An `OrderedDict`: own parameters, own buffers, then each child's entries. The arrays
-          are immutable, so the dict is a snapshot.
+          are immutable and read together under the holders' locks, so the dict is one
+          snapshot: a `load_state_dict` or a running-stat update in another thread is in it
+          whole or not at all.
         """
         if destination is None:
             destination = OrderedDict()
+        holders = OrderedDict(self._named_holders(prefix))
+        values = holders.values() if keep_vars else read_together(holders.values())
+        destination.update(zip(holders, values, strict=True))
+        return destination
+
+    def _named_holders(self, prefix: str) -> Iterator[tuple[str, Buffer]]:
         for registry in (self._parameters, self._buffers):
             for name, holder in registry.items():
-                destination[prefix + name] = holder if keep_vars else holder.data
+                yield prefix + name, holder
         for name, child in self._modules.items():
-            child.state_dict(destination, prefix + name + ".", keep_vars)
-        return destination
+            yield from child._named_holders(prefix + name + ".")
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load arrays by dotted name, as Lucid does; all are checked before any is changed.
 
         Each array must have its entry's shape and dtype family (floating or integer) and is
-        converted to the entry's dtype. Lucid checkpoints load with
+        converted to the entry's dtype, which must hold it: integers within its range, finite
+        floats finite (infinities and NaN load as given). The arrays are swapped in together,
+        under the locks that forwards and `state_dict()` read under, so another thread sees
+        the old state or the new one, never a mix. Lucid checkpoints load with
         `model.load_state_dict(lucid_jax.load("model.lcd"))`.
 
         Args:
@@ -269,9 +297,11 @@ class Module:
 
         Raises:
           KeyError: `strict` and keys are missing or unexpected (Lucid raises KeyError too).
-          TypeError: `state_dict` is not a mapping, or a value is None, not numeric, or
-            of another dtype family (complex, bool, string, object).
-          ValueError: a value has another shape than its entry.
+          TypeError: `state_dict` is not a mapping, or a value is None, not numeric, of
+            another dtype family (complex, bool, string, object), or traced (called under
+            `jax.jit` or another transformation: use `functional_call` there).
+          ValueError: a value has another shape than its entry, or its entry's dtype cannot
+            hold it (an integer out of range, a finite float that would become inf).
         """
         where = f"{type(self).__name__}.load_state_dict"
         own = self.state_dict(keep_vars=True)
@@ -285,8 +315,7 @@ class Module:
         for key in own:
             if key in state_dict:
                 holder = own[key]
-                value = checked_state_value(where, key, state_dict[key], holder)
-                updates.append((holder, value.astype(holder.dtype)))
+                updates.append((holder, loadable_state_value(where, key, state_dict[key], holder)))
         with holding_locks(holder for holder, _ in updates):
             for holder, array in updates:
                 holder.data = array

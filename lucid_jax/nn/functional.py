@@ -32,7 +32,11 @@ def instance_norm(
     them: both or neither (a call that raises leaves them untouched), and under the Buffers'
     locks, so concurrent calls on shared Buffers lose no update. As in Lucid, the new
     statistics take the promoted dtype of the input and the Buffer (float32 input updates a
-    float16 Buffer to float32; float16 input keeps it float16).
+    float16 Buffer to float32; float16 input keeps it float16). Evaluating with running
+    statistics, the output takes the promoted dtype of the input and the statistics, as in
+    Lucid (float32 input with float64 statistics gives float64, under x64). Buffer arguments
+    are read as one snapshot under their locks: a `load_state_dict` in another thread is
+    seen whole or not at all.
 
     !!! warning
         Plain arrays passed as running stats are **not** updated, exactly as Lucid leaves
@@ -72,10 +76,17 @@ def instance_norm(
       Buffer([0.15, 0.35], dtype=float32)
     """
     updates = training and isinstance(running_mean, Buffer) and isinstance(running_var, Buffer)
+    arguments = (running_mean, running_var, weight, bias)
+    # Every Buffer argument is read under its lock, so a load_state_dict swapping them in
+    # another thread (under the same locks) is seen whole or not at all.
+    holders = [argument for argument in arguments if isinstance(argument, Buffer)]
     if not updates:
-        arguments = (running_mean, running_var, weight, bias)
-        return _pure.instance_norm(input_, *map(unwrap, arguments), training, momentum, eps)[0]
-    with holding_locks((running_mean, running_var)):
+        with holding_locks(holders):
+            arrays = [unwrap(argument) for argument in arguments]
+        if not training:
+            input_ = _promoted_for_eval(input_, arrays[0], arrays[1])
+        return _pure.instance_norm(input_, *arrays, training, momentum, eps)[0]
+    with holding_locks(holders):
         stat_dtype = _statistics_dtype(input_)
         result = _pure.instance_norm(
             input_,
@@ -103,6 +114,27 @@ def instance_norm(
         running_mean.data = result.running_mean
         running_var.data = result.running_var
     return result.output
+
+
+def _promoted_for_eval(input_: Any, running_mean: Any, running_var: Any) -> Any:
+    """The input in the dtype Lucid normalises it in when it uses the running statistics.
+
+    Lucid computes `(x - running_mean) / sqrt(running_var + eps)` in numpy, which promotes: a
+    float32 input with float64 running statistics gives a float64 output (under x64; without
+    it every float is float32 and nothing changes). Only floating inputs and statistics.
+    """
+    if running_mean is None or running_var is None:
+        return input_  # instance statistics: the input's dtype, as in training
+    dtypes = [
+        getattr(value, "dtype", None) for value in (unwrap(input_), running_mean, running_var)
+    ]
+    if not all(dtype is not None and jnp.issubdtype(dtype, jnp.floating) for dtype in dtypes):
+        return input_
+    # As JAX will hold them (a float64 NumPy input is float32 without x64).
+    dtypes = [jax.dtypes.canonicalize_dtype(dtype) for dtype in dtypes]
+    with jax.numpy_dtype_promotion("standard"):
+        target = jnp.result_type(*dtypes)
+    return input_ if target == dtypes[0] else jnp.asarray(unwrap(input_)).astype(target)
 
 
 def _statistics_dtype(input_: Any) -> Any:
