@@ -15,8 +15,10 @@ DEV_EXTRAS := dev,flax,notebooks,bench
 # elsewhere choose the CPU build, e.g.
 #   make test-peers TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
-# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml).
-OLDEST_PINS := jax==0.10.2 jaxlib==0.10.2 numpy==2.0.2 flax==0.12.5
+# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml):
+# the core on jax 0.7.2, then the flax extra's floor, flax 0.12.5, on the oldest jax it takes.
+OLDEST_PINS := jax==0.7.2 jaxlib==0.7.2 numpy==2.0.2
+OLDEST_FLAX_PINS := flax==0.12.5 jax==0.8.1 jaxlib==0.8.1
 PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 
 # A second Python, 3.12 (Colab's), where one is installed: `make test-wheel` and
@@ -92,8 +94,9 @@ test-colab: dist
 		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
 		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
 
-# The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
-# (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
+# The suite against the oldest declared jax, jaxlib and numpy, the package installed (not
+# editable) and the tests run from tests/ (so that the clone's sources are not imported); the
+# Flax tests skip there (no flax), then run on the flax extra's floor, which needs jax 0.8.1.
 test-oldest:
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
@@ -103,6 +106,38 @@ test-oldest:
 	.venv-oldest/bin/python -m pip check
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
 		--ignore=test_bench_smoke.py
+	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_FLAX_PINS)
+	.venv-oldest/bin/python -m pip check
+	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) test_flax_*.py
+
+# The suite (not the notebooks, not the benchmarks) on each Python of PYTHONS this machine
+# has, each with the newest JAX pip can give it, in an environment uv makes (uv comes from
+# PyPI into .venv; it makes and fills an environment in seconds). uv is told to use the
+# interpreters found here and never to download one: a Python absent here is skipped, said so.
+PYTHONS ?= 3.11 3.12 3.13 3.14
+# Extra pytest arguments for each run of test-pythons (e.g. a subset: `tests/test_numerics.py`).
+PYTHONS_PYTEST_ARGS ?=
+UV := $(BIN)/uv
+
+$(UV): | $(BIN)/python
+	$(PIP) install uv
+
+.PHONY: test-pythons
+test-pythons: $(UV)
+	@ran=""; skipped=""; for version in $(PYTHONS); do \
+		interpreter=$$(for p in python$$version $$HOME/.pyenv/versions/$$version.*/bin/python$$version; \
+			do "$$p" -c "" 2>/dev/null && echo "$$p" && break; done); \
+		if [ -z "$$interpreter" ]; then \
+			echo "test-pythons: no Python $$version on this machine: skipped"; \
+			skipped="$$skipped $$version"; continue; fi; \
+		env=.venv-py$$version; rm -rf $$env; \
+		UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python "$$interpreter" $$env || exit 1; \
+		$(UV) pip install --quiet --python $$env/bin/python -e ".[dev,flax]" || exit 1; \
+		$$env/bin/python -c "import sys, jax; print('test-pythons: Python', \
+			sys.version.split()[0], 'jax', jax.__version__)"; \
+		$$env/bin/python -m pytest $(PYTEST_FLAGS) $(PYTHONS_PYTEST_ARGS) || exit 1; \
+		ran="$$ran $$version"; done; \
+	echo "test-pythons: passed on Python$$ran; skipped (not installed):$${skipped:- none}"
 
 # The docs site, built strictly (a warning, a broken link or reference fails) into site/. The
 # notebooks are executed by the build, so it needs their libraries and the Flax extra too.

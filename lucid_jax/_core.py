@@ -131,17 +131,20 @@ def _sum(x: Array, axes: tuple[int, ...]) -> Array:
     """`Σ x` over `axes` (kept), in short levels, so that no order XLA picks loses digits.
 
     A float sum of `n` terms in any order is off by at most `(n - 1)·ulp·Σ|xᵢ|`, and XLA picks
-    the order: a running sum on XLA:CPU before jax 0.10.2 (1023 roundings in a row for a
-    32×32 instance, each small term rounded against the large partial sum), several
-    accumulators or a tree elsewhere. So the reduced elements are split, by a free reshape
-    of each reduced axis into its prime factors, into levels, innermost first: the first
-    adds at most `_FIRST_LEVEL` terms, each later one at most `_LATER_LEVEL` partial sums
-    (a prime factor larger than that is a level of its own). Each level's partial sums pass
-    through an optimization barrier, which keeps XLA from merging the levels back into one
-    reduction whose order it picks. In whatever order each level adds, the error is then at
-    most `(Σ_levels terms)·ulp·Σ|xᵢ|`: 28 ulps for 32×32 (16 + 4 + 4 + 4), 36 for 128×128.
-    The first level's partial sums are 1/16 of the input (a small write and read); the
-    program is the same on every backend.
+    the order: on XLA:CPU before jax 0.10.2 a few running sums, each over a long stretch of the
+    instance (each small term rounded against a large partial sum: of 1e8 followed by 1023
+    threes, one flat reduction loses 5e-6 on jax 0.7.2, 2e-6 on 0.10.1, 3e-8 on 0.10.2),
+    something else again on GPU and TPU. So the reduced elements are split, by a free reshape of
+    each reduced axis into its prime factors, into levels, innermost first: the first adds at
+    most `_FIRST_LEVEL` terms, each later one at most `_LATER_LEVEL` partial sums (a prime
+    factor larger than that is a level of its own). Each level's partial sums pass through an
+    optimization barrier, which keeps XLA from merging the levels back into one reduction whose
+    order it picks. In whatever order each level adds, the error is then at most `(Σ_levels
+    terms)·ulp·Σ|xᵢ|`: 28 ulps for 32×32 (16 + 4 + 4 + 4), 36 for 128×128.
+    The first level's partial sums are 1/16 of the input (a small write and read, where a
+    backend does not fuse the levels into one kernel); the program is the same on every
+    backend. (XLA:CPU of jax 0.7.0 and 0.7.1 fuses the levels and an elementwise producer
+    into one loop and adds them as one running sum again: hence the floor of jax 0.7.2.)
     """
     # (size, level) of each axis of the reshaped input, innermost first; level None: kept.
     split: list[tuple[int, int | None]] = []
