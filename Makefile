@@ -15,10 +15,8 @@ DEV_EXTRAS := dev,flax,notebooks,bench
 # elsewhere choose the CPU build, e.g.
 #   make test-peers TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
-# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml):
-# the core on jax 0.7.2, then the flax extra's floor, flax 0.12.5, on the oldest jax it takes.
-OLDEST_PINS := jax==0.7.2 jaxlib==0.7.2 numpy==2.0.2
-OLDEST_FLAX_PINS := flax==0.12.5 jax==0.8.1 jaxlib==0.8.1
+# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml).
+OLDEST_PINS := jax==0.10.2 jaxlib==0.10.2 numpy==2.0.2 flax==0.12.5
 PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 
 # A second Python, 3.12 (Colab's), where one is installed: `make test-wheel` and
@@ -94,9 +92,8 @@ test-colab: dist
 		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
 		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
 
-# The suite against the oldest declared jax, jaxlib and numpy, the package installed (not
-# editable) and the tests run from tests/ (so that the clone's sources are not imported); the
-# Flax tests skip there (no flax), then run on the flax extra's floor, which needs jax 0.8.1.
+# The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
+# (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
 test-oldest:
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
@@ -106,9 +103,6 @@ test-oldest:
 	.venv-oldest/bin/python -m pip check
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
 		--ignore=test_bench_smoke.py
-	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_FLAX_PINS)
-	.venv-oldest/bin/python -m pip check
-	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) test_flax_*.py
 
 # The suite (not the notebooks, not the benchmarks) on each Python of PYTHONS this machine
 # has, each with the newest JAX pip can give it, in an environment uv makes (uv comes from

@@ -111,77 +111,17 @@ def _per_channel(values: Array, ndim: int, channel_axis: int) -> Array:
     return values.reshape(shape)
 
 
-#: The most terms one level of `_sum` adds: the first level (which reads the input and writes
-#: 1/16 of it) and every later one (which read only partial sums).
-_FIRST_LEVEL, _LATER_LEVEL = 16, 4
-
-
-def _prime_factors(size: int) -> list[int]:
-    """`size`'s prime factors, smallest first (`[size]` for 0 and 1)."""
-    factors, divisor = [], 2
-    while divisor * divisor <= size:
-        while size % divisor == 0:
-            factors.append(divisor)
-            size //= divisor
-        divisor += 1
-    return [*factors, size] if size > 1 or not factors else factors
-
-
-def _sum(x: Array, axes: tuple[int, ...]) -> Array:
-    """`Σ x` over `axes` (kept), in short levels, so that no order XLA picks loses digits.
-
-    A float sum of `n` terms in any order is off by at most `(n - 1)·ulp·Σ|xᵢ|`, and XLA picks
-    the order: on XLA:CPU before jax 0.10.2 a few running sums, each over a long stretch of the
-    instance (each small term rounded against a large partial sum: of 1e8 followed by 1023
-    threes, one flat reduction loses 5e-6 on jax 0.7.2, 2e-6 on 0.10.1, 3e-8 on 0.10.2),
-    something else again on GPU and TPU. So the reduced elements are split, by a free reshape of
-    each reduced axis into its prime factors, into levels, innermost first: the first adds at
-    most `_FIRST_LEVEL` terms, each later one at most `_LATER_LEVEL` partial sums (a prime
-    factor larger than that is a level of its own). Each level's partial sums pass through an
-    optimization barrier, which keeps XLA from merging the levels back into one reduction whose
-    order it picks. In whatever order each level adds, the error is then at most `(Σ_levels
-    terms)·ulp·Σ|xᵢ|`: 28 ulps for 32×32 (16 + 4 + 4 + 4), 36 for 128×128.
-    The first level's partial sums are 1/16 of the input (a small write and read, where a
-    backend does not fuse the levels into one kernel); the program is the same on every
-    backend. (XLA:CPU of jax 0.7.0 and 0.7.1 fuses the levels and an elementwise producer
-    into one loop and adds them as one running sum again: hence the floor of jax 0.7.2.)
-    """
-    # (size, level) of each axis of the reshaped input, innermost first; level None: kept.
-    split: list[tuple[int, int | None]] = []
-    level, terms, limit = -1, 0, _FIRST_LEVEL
-    for axis in reversed(range(x.ndim)):
-        if axis not in axes:
-            split.append((x.shape[axis], None))
-            continue
-        for factor in _prime_factors(x.shape[axis]):
-            if level < 0 or terms * factor > limit:
-                limit = _FIRST_LEVEL if level < 0 else _LATER_LEVEL
-                level, terms = level + 1, 1
-            terms *= factor
-            split.append((factor, level))
-    split.reverse()
-    shape = [size for size, _ in split]
-    levels = [tuple(a for a, (_, lv) in enumerate(split) if lv == n) for n in range(level + 1)]
-    total = x.reshape(shape)
-    for number, level_axes in enumerate(levels):
-        if number:
-            total = lax.optimization_barrier(total)
-        total = jnp.sum(total, axis=level_axes, keepdims=True)
-    return total.reshape(tuple(1 if a in axes else n for a, n in enumerate(x.shape)))
-
-
 def _mean(x: Array, how: InstanceReduction) -> Array:
     """`Σ x / n` over `how.axes` (kept), with a true division, as numpy's (and Lucid's) mean.
 
-    The sum is `_sum`'s (accurate in any summation order). XLA rewrites a division by a
-    constant into a multiplication by its rounded reciprocal, which is off by an ulp: the
-    mean of seven 123.25s would not be 123.25, and a constant instance would get a variance
-    of ~1e-18 instead of 0 (it does so for any scalar divisor, constant or not). Dividing by
-    `n` per instance, an array hidden behind an optimization barrier (`N·C` elements: free
-    on every backend), keeps the division. With an `instance_axis`, the means of the equal
-    shares are averaged across it.
+    XLA rewrites a division by a constant into a multiplication by its rounded reciprocal,
+    which is off by an ulp: the mean of seven 123.25s would not be 123.25, and a constant
+    instance would get a variance of ~1e-18 instead of 0 (it does so for any scalar divisor,
+    constant or not). Dividing by `n` per instance, an array hidden behind an optimization
+    barrier (`N·C` elements: free on every backend), keeps the division. With an
+    `instance_axis`, the means of the equal shares are averaged across it.
     """
-    total = _sum(x, how.axes)
+    total = jnp.sum(x, axis=how.axes, keepdims=True)
     count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in how.axes)))
     return _across(total / count, how.instance_axis)
 
@@ -304,9 +244,8 @@ def _train_normalize_jvp(how, primals, tangents):
     shifted_for_reduction = x_read.astype(dtype) - shift_read
     scale = inv_std if weight is None else inv_std * weight
     axes, instance_axis = how.axes, how.instance_axis
-    count = math.prod(x.shape[a] for a in axes)
-    dmean = _across(_sum(dx, axes) / count, instance_axis)
-    shifted_dx_mean = _across(_sum(shifted * dx, axes) / count, instance_axis)
+    dmean = _across(jnp.mean(dx, axis=axes, keepdims=True), instance_axis)
+    shifted_dx_mean = _across(jnp.mean(shifted * dx, axis=axes, keepdims=True), instance_axis)
     dvar = 2 * (shifted_dx_mean - centred_mean * dmean)
     dinv_std = -0.5 * inv_std**3 * (dvar + deps)
     dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)

@@ -22,13 +22,6 @@ import pytest
 HOST_DEVICE_COUNT = 8
 jax.config.update("jax_num_cpu_devices", HOST_DEVICE_COUNT)
 
-if not hasattr(jax, "enable_x64"):
-    # jax 0.7 (the oldest supported, `make test-oldest`) has the same context manager only as
-    # jax.experimental.enable_x64; jax 0.8 made it public. The tests use the public name.
-    from jax.experimental import enable_x64
-
-    jax.enable_x64 = enable_x64
-
 DATA = Path(__file__).parent / "data"
 FIXTURE = "lucid_2_14_5_instance_norm"
 #: The recording scripts under data/ need the real Lucid: pytest collects nothing there.

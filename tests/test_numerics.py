@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,7 +11,6 @@ from accuracy_layouts import LAYOUTS, layout, relative_error
 from conftest import reference_instance_norm
 
 import lucid_jax
-from lucid_jax import _core
 
 
 def _offset_data(offset, shape=(4, 8, 32, 32), seed=0):
@@ -108,45 +105,6 @@ def test_two_pass_error_is_within_a_millionth_on_every_awkward_layout(name):
     reference, _, _ = reference_instance_norm(x, channel_axis=channel_axis)
     y = lucid_jax.instance_norm(jnp.asarray(x), channel_axis=channel_axis).output
     assert relative_error(y, reference) <= 1e-6
-
-
-def _summed_terms_per_level(shape, axes):
-    """How many terms each reduction of ``_core._sum`` adds, in order, and the barriers."""
-    jaxpr = jax.make_jaxpr(lambda x: _core._sum(x, axes))(jnp.zeros(shape)).jaxpr
-    levels, barriers = [], 0
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "reduce_sum":
-            shape_in = eqn.invars[0].aval.shape
-            levels.append(math.prod(shape_in[a] for a in eqn.params["axes"]))
-        barriers += eqn.primitive.name == "optimization_barrier"
-    return levels, barriers
-
-
-@pytest.mark.parametrize(
-    ("shape", "axes", "levels"),
-    [
-        ((4, 8, 32, 32), (2, 3), [16, 4, 4, 4]),  # 28 roundings in a row at most, not 1023
-        ((2, 3, 20, 32, 32), (2, 3, 4), [16, 4, 4, 4, 4, 5]),
-        ((2, 32, 32, 3), (1, 2), [16, 4, 4, 4]),  # channels last
-        ((2, 3, 1021), (2,), [1021]),  # a prime length cannot be split
-        ((2, 3, 7), (2,), [7]),
-    ],
-)
-def test_every_sum_is_split_into_short_levels_kept_apart(shape, axes, levels):
-    found, barriers = _summed_terms_per_level(shape, axes)
-    assert found == levels
-    assert barriers == len(levels) - 1  # what keeps XLA from merging them into one reduction
-
-
-def test_a_sum_loses_no_more_than_its_levels_allow():
-    """Small terms after a large one: a running sum over the whole instance drops every 3
-    (1e8 + 3 rounds to 1e8 in float32: 3e-5 of the sum lost); summed in levels of 16, 4, 4, 4,
-    at most 28 roundings in a row can stack up, in whatever order XLA adds each level."""
-    x = np.full((4, 8, 32, 32), 3.0, np.float32)
-    x[:, :, 0, 0] = 1e8
-    exact = x.astype(np.float64).sum(axis=(2, 3), keepdims=True)
-    total = np.asarray(jax.jit(lambda x: _core._sum(x, (2, 3)))(x), np.float64)
-    assert np.max(np.abs(total - exact) / exact) <= 28 * 2.0**-24
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
