@@ -16,6 +16,7 @@ count as error. Not a test: ``tests/test_numerics.py`` pins lucid_jax's bounds.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,9 +119,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     cands = candidates(with_torch=not args.no_torch)
+    versions = [f"jax {jax.__version__}", f"XLA backend {jax.default_backend()}"]
+    for name in ("torch", "flax"):
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     lines = [
         "float32; y: max |y - y64| / max(1, |y64|); dx: max |dx - dx64| / max |dx64| "
         "(float64 arithmetic on the same float32 values)",
+        "",
+        ", ".join(versions),
         "",
         "| layout | " + " | ".join(f"{n} y | {n} dx" for n in cands) + " |",
         "|---|" + "---:|---:|" * len(cands),
