@@ -104,6 +104,35 @@ test-oldest:
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
 		--ignore=test_bench_smoke.py
 
+# The suite (not the notebooks, not the benchmarks) on each Python of PYTHONS this machine
+# has, each with the newest JAX pip can give it, in an environment uv makes (uv comes from
+# PyPI into .venv; it makes and fills an environment in seconds). uv is told to use the
+# interpreters found here and never to download one: a Python absent here is skipped, said so.
+PYTHONS ?= 3.11 3.12 3.13 3.14
+# Extra pytest arguments for each run of test-pythons (e.g. a subset: `tests/test_numerics.py`).
+PYTHONS_PYTEST_ARGS ?=
+UV := $(BIN)/uv
+
+$(UV): | $(BIN)/python
+	$(PIP) install uv
+
+.PHONY: test-pythons
+test-pythons: $(UV)
+	@ran=""; skipped=""; for version in $(PYTHONS); do \
+		interpreter=$$(for p in python$$version $$HOME/.pyenv/versions/$$version.*/bin/python$$version; \
+			do "$$p" -c "" 2>/dev/null && echo "$$p" && break; done); \
+		if [ -z "$$interpreter" ]; then \
+			echo "test-pythons: no Python $$version on this machine: skipped"; \
+			skipped="$$skipped $$version"; continue; fi; \
+		env=.venv-py$$version; rm -rf $$env; \
+		UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python "$$interpreter" $$env || exit 1; \
+		$(UV) pip install --quiet --python $$env/bin/python -e ".[dev,flax]" || exit 1; \
+		$$env/bin/python -c "import sys, jax; print('test-pythons: Python', \
+			sys.version.split()[0], 'jax', jax.__version__)"; \
+		$$env/bin/python -m pytest $(PYTEST_FLAGS) $(PYTHONS_PYTEST_ARGS) || exit 1; \
+		ran="$$ran $$version"; done; \
+	echo "test-pythons: passed on Python$$ran; skipped (not installed):$${skipped:- none}"
+
 # The docs site, built strictly (a warning, a broken link or reference fails) into site/. The
 # notebooks are executed by the build, so it needs their libraries and the Flax extra too.
 $(VENV)/.docs-installed: pyproject.toml | $(BIN)/python

@@ -16,6 +16,7 @@ count as error. Not a test: ``tests/test_numerics.py`` pins lucid_jax's bounds.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,15 +50,21 @@ def _vjp(f: Callable[..., jax.Array]) -> Candidate:
 
 
 def _reference(x: np.ndarray, g: np.ndarray, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """float64 output and input gradient, by jax autodiff of the textbook formula."""
+    """float64 output and input gradient (the textbook formulas, in numpy: no JAX involved).
 
-    def f(x, channel_axis):
-        axes = tuple(a for a in range(1, x.ndim) if a != channel_axis % x.ndim)
-        mean = x.mean(axis=axes, keepdims=True)
-        return (x - mean) / jnp.sqrt(x.var(axis=axes, keepdims=True) + EPS)
-
-    with jax.enable_x64(True):
-        return _vjp(f)(x.astype(np.float64), g.astype(np.float64), channel_axis)
+    With `r = (var + eps)^{-1/2}` and `x̂ = (x - mean) r`: `dx = r (g - mean(g) - x̂ mean(g x̂))`.
+    """
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    axes = tuple(a for a in range(1, x.ndim) if a != channel_axis % x.ndim)
+    mean = x.mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + EPS)
+    normalized = (x - mean) * inv_std
+    dx = inv_std * (
+        g
+        - g.mean(axis=axes, keepdims=True)
+        - normalized * (g * normalized).mean(axis=axes, keepdims=True)
+    )
+    return normalized, dx
 
 
 def candidates(with_torch: bool) -> dict[str, Candidate]:
@@ -112,9 +119,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     cands = candidates(with_torch=not args.no_torch)
+    versions = [f"jax {jax.__version__}", f"XLA backend {jax.default_backend()}"]
+    for name in ("torch", "flax"):
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     lines = [
         "float32; y: max |y - y64| / max(1, |y64|); dx: max |dx - dx64| / max |dx64| "
         "(float64 arithmetic on the same float32 values)",
+        "",
+        ", ".join(versions),
         "",
         "| layout | " + " | ".join(f"{n} y | {n} dx" for n in cands) + " |",
         "|---|" + "---:|---:|" * len(cands),

@@ -9,11 +9,15 @@ function's `instance_axis_name` (tested last). Meshes use 4 of the test process'
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P

@@ -11,12 +11,16 @@ Face-specific behaviour (linen's `merge_param` and `mutable`, nnx's `.train()`/`
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from conftest import channels_last_data as _data
 from conftest import reference_channels_last as _reference_channels_last
 from conftest import reference_instance_norm

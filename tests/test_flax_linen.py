@@ -8,6 +8,11 @@ and `flax.linen.InstanceNorm` (an independent implementation, for the gradients)
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import textwrap
 
 import chex
@@ -15,7 +20,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from conftest import ROOT, reference_instance_norm, run_python
 from conftest import channels_last_data as _data
 from conftest import reference_channels_last as _reference_channels_last

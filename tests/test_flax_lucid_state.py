@@ -7,10 +7,14 @@ state and input real Lucid 2.14.5 recorded (`tests/data/lucid_2_14_5_checkpoints
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from conftest import DATA, reference_instance_norm
 from flax import nnx
 

@@ -8,11 +8,15 @@ numpy reference (`conftest`), the linen layer on the same numbers, `flax.nnx.Ins
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from conftest import channels_last_data as _data
 from conftest import reference_channels_last as _reference_channels_last
 from flax import nnx

@@ -15,8 +15,8 @@ import pytest
 flax_linen = pytest.importorskip("flax.linen")
 flax_nnx = pytest.importorskip("flax.nnx")
 
-from lucid_jax.flax import linen as our_linen  # noqa: E402
-from lucid_jax.flax import nnx as our_nnx  # noqa: E402
+from lucid_jax.flax import linen as our_linen
+from lucid_jax.flax import nnx as our_nnx
 
 OUR_DEFAULTS = {"epsilon": 1e-5, "use_fast_variance": False}
 

@@ -9,6 +9,11 @@ statistics) classifies held-out digits.
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 from typing import Any
 
 import flax.linen as nn
@@ -16,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from flax import nnx
 from flax.training import train_state
 

@@ -23,6 +23,11 @@
 
 """Flax's own InstanceNorm tests for `flax.linen`, run against `lucid_jax.flax.linen`."""
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import functools
 
 import jax

@@ -23,6 +23,11 @@
 
 """Flax's own nnx-vs-linen InstanceNorm test, run against `lucid_jax.flax.nnx` and `.linen`."""
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import functools
 import typing as tp
 

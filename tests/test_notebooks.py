@@ -15,12 +15,12 @@ import sys
 import tomllib
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 from conftest import ROOT, reference_instance_norm, run_python, skip_without_source_tree
 
-nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat", reason="needs the notebooks extra")
+nbclient = pytest.importorskip("nbclient", reason="needs the notebooks extra")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
