@@ -164,6 +164,9 @@ def load_nnx_state(model: nnx.Module, source: Any) -> None:
     state = nnx.state(model)
     target = flatten_dict(nnx.to_pure_dict(state))
     values = _carry_over(caller, target, flatten_dict(dict(source)), linen=False)
-    values = {path: value.astype(target[path].dtype) for path, value in values.items()}
+    values = {  # the model's dtypes (a key array, e.g. an rng stream's, is never cast)
+        path: value if value.dtype == target[path].dtype else value.astype(target[path].dtype)
+        for path, value in values.items()
+    }
     nnx.replace_by_pure_dict(state, unflatten_dict(values))
     nnx.update(model, state)
