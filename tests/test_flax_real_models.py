@@ -6,7 +6,7 @@ with the one import line swapped for ours (`real_models.load`); then, on the sam
 checkpoint and data: the variables trees are identical, the Flax checkpoint (serialised
 params of the Flax-built model) loads, and outputs, gradients and a few optax training steps
 match Flax's. With `use_fast_variance=True` (Flax's formula) the layers' outputs are Flax's
-(bit for bit on this model; asserted to float32 rounding, as XLA may fuse the same formula
+(bit for bit on these models; asserted to float32 rounding, as XLA may fuse the same formula
 differently); with our default (two-pass variance) they differ by the variance's rounding.
 """
 
