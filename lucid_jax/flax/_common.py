@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +22,8 @@ from flax.typing import Dtype
 
 from lucid_jax.functional import instance_norm, result_dtype
 
-T = Any
-
 Array = jax.Array
+TupleArg = TypeVar("TupleArg", bound=tuple)
 
 #: Lucid's whole behaviour, as the layers' `lucid(...)` factories build it: Lucid's `eps`,
 #: running statistics, and Lucid's momentum 0.1 in Flax's convention (`1 - 0.1`).
@@ -136,7 +135,9 @@ def feature_shape(x: Array, feature_axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(x.shape[axis]) for axis in feature_axes)
 
 
-def promote_dtype(args: T, /, *, dtype: Dtype | None = None, inexact: bool = True) -> T:
+def promote_dtype(
+    args: TupleArg, /, *, dtype: Dtype | None = None, inexact: bool = True
+) -> TupleArg:
     """Flax nnx's default `promote_dtype`: cast the arrays of `args` (a tuple) to one dtype.
 
     The dtype is `dtype` when given, else the standard promotion of the arrays' (Nones are
@@ -151,7 +152,7 @@ def promote_dtype(args: T, /, *, dtype: Dtype | None = None, inexact: bool = Tru
             dtype = result_dtype(jnp.float32, dtype)
     if inexact and not jnp.issubdtype(dtype, jnp.inexact):
         raise ValueError(f"promote_dtype: the dtype must be inexact (a float); got {dtype}.")
-    return tuple(None if arg is None else jnp.asarray(arg, dtype) for arg in args)
+    return cast(TupleArg, tuple(None if arg is None else jnp.asarray(arg, dtype) for arg in args))
 
 
 def first_given(*values: Any, error: str) -> Any:
@@ -204,7 +205,7 @@ def check_settings(layer: str, *, momentum: Any, epsilon: Any) -> None:
         )
 
 
-def variance_method(use_fast_variance: bool) -> str:
+def variance_method(use_fast_variance: bool) -> Literal["one_pass", "two_pass"]:
     """Flax's `use_fast_variance` as the core's `variance_method`.
 
     True is Flax's formula, `E[x²] - E[x]²` in one pass (`"one_pass"`); False the two-pass
@@ -266,12 +267,11 @@ def normalize(
     instance is split over (its statistics are averaged over it, with `axis_index_groups`);
     `batch_axis_name` the axis the batch is split over (the running statistics' batch
     averages are). The settings were checked at construction (`check_settings`). The output
-    dtype is Flax's: `dtype` when given, else inferred from the
-    input and the parameters (standard promotion, also under strict promotion, where it is
-    explicit); the input is promoted to it first when that widens it, so e.g. bfloat16 input
-    with float32 params is normalised in float32. `use_fast_variance` picks the one-pass
-    variance (`variance_method`). New running statistics carry no gradient (they are
-    buffers).
+    dtype is Flax's: `dtype` when given, else inferred from the input and the parameters
+    (standard promotion, also under strict promotion, where it is explicit); the input is
+    promoted to it first when that widens it, so e.g. bfloat16 input with float32 params is
+    normalised in float32. `use_fast_variance` picks the one-pass variance
+    (`variance_method`). New running statistics carry no gradient (they are buffers).
     """
     # Flax's canonicalize_dtype: the promotion of the arguments, float32 if that is an int.
     inferred = result_dtype(x.dtype, *(None if p is None else p.dtype for p in (scale, bias)))
@@ -296,7 +296,8 @@ def normalize(
         # As Flax: the groups only mean something with the axis they group.
         axis_index_groups=None if axis_name is None else axis_index_groups,
     )
-    if new_mean is not None:
+    if new_mean is not None and new_var is not None and running_mean is not None:
+        assert running_var is not None  # both or neither, as instance_norm requires
         new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
         new_mean = new_mean.reshape(running_mean.shape)
         new_var = new_var.reshape(running_var.shape)

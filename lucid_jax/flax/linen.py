@@ -221,10 +221,11 @@ class InstanceNorm(nn.Module):
             self.param("bias", self.bias_init, shape, self.param_dtype) if self.use_bias else None
         )
 
-        running_mean = running_var = None
+        running_mean: Array | None = None
+        running_var: Array | None = None
         update = False
         if self.track_running_stats:
-            running_dtype = statistics_dtype(self.param_dtype)
+            running_dtype = statistics_dtype(jnp.dtype(self.param_dtype))
             ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, running_dtype)
             ra_var = self.variable("batch_stats", "var", jnp.ones, shape, running_dtype)
             update = (
@@ -252,7 +253,7 @@ class InstanceNorm(nn.Module):
             dtype=self.dtype,
             use_fast_variance=self.use_fast_variance,
         )
-        if update:
+        if update and new_mean is not None and new_var is not None:
             ra_mean.value = new_mean
             ra_var.value = new_var
         return y

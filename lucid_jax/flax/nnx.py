@@ -180,7 +180,7 @@ class InstanceNorm(nnx.Module):
         self.mean: nnx.BatchStat[Array] | None
         self.var: nnx.BatchStat[Array] | None
         if track_running_stats:
-            running_dtype = statistics_dtype(param_dtype)
+            running_dtype = statistics_dtype(jnp.dtype(param_dtype))
             self.mean = nnx.BatchStat(jnp.zeros(shape, running_dtype))
             self.var = nnx.BatchStat(jnp.ones(shape, running_dtype))
         else:  # no state: the layer's state is Flax's
@@ -251,13 +251,14 @@ class InstanceNorm(nnx.Module):
         bias = self.bias[...] if self.bias is not None else None
         x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
         training = not use_running_average
-        tracking = self.track_running_stats
+        mean, var = self.mean, self.var
+        tracking = mean is not None and var is not None
         y, new_mean, new_var = _common.normalize(
             x,
             scale,
             bias,
-            self.mean[...] if tracking else None,
-            self.var[...] if tracking else None,
+            mean[...] if mean is not None else None,
+            var[...] if var is not None else None,
             training=training,
             momentum=self.momentum,
             epsilon=self.epsilon,
@@ -268,9 +269,9 @@ class InstanceNorm(nnx.Module):
             dtype=self.dtype,
             use_fast_variance=self.use_fast_variance,
         )
-        if tracking and training:
-            self.mean[...] = new_mean
-            self.var[...] = new_var
+        if mean is not None and var is not None and training:
+            mean[...] = new_mean
+            var[...] = new_var
         return y
 
     @classmethod
