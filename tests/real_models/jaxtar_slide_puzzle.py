@@ -1,4 +1,6 @@
 # ruff: noqa
+# fmt: off
+# (Copied code, kept as written: neither linted nor formatted.)
 # MIT License
 #
 # Copyright (c) 2022 KyuSeok Jung

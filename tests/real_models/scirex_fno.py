@@ -1,4 +1,6 @@
 # ruff: noqa
+# fmt: off
+# (Copied code, kept as written: neither linted nor formatted.)
 # Copyright (c) 2024 Zenteiq Aitech Innovations Private Limited and
 # AiREX Lab, Indian Institute of Science, Bangalore.
 # All rights reserved.
@@ -649,4 +651,3 @@ class FNO(nn.Module):
             x = pad_layer(x, inverse=True, original_shape=original_shape)
         
         return x
-
