@@ -101,6 +101,8 @@ plt.show()
 # `momentum=0.1`; we use it so that the running statistics follow training closely (the
 # Flax default, 0.99, averages over ~100 steps).
 #
+# By default the layer is Flax's `InstanceNorm` (no running statistics, `epsilon=1e-6`);
+# `InstanceNorm.lucid(...)` is Lucid's behaviour: running statistics, `epsilon=1e-5`. Then
 # `train=True` normalises with instance statistics and updates the running statistics;
 # `train=False` (`use_running_average=True`) normalises with the running statistics, as
 # Lucid's `InstanceNorm2d(track_running_stats=True)` does in eval mode.
@@ -113,11 +115,11 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.Conv(16, (3, 3), name="conv1")(x)
-        x = InstanceNorm(use_running_average=not train, momentum=MOMENTUM, name="norm1")(x)
+        x = InstanceNorm.lucid(momentum=MOMENTUM, use_running_average=not train, name="norm1")(x)
         x = nn.relu(x)
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))  # 8x8 -> 4x4
         x = nn.Conv(32, (3, 3), name="conv2")(x)
-        x = InstanceNorm(use_running_average=not train, momentum=MOMENTUM, name="norm2")(x)
+        x = InstanceNorm.lucid(momentum=MOMENTUM, use_running_average=not train, name="norm2")(x)
         x = nn.relu(x)
         return nn.Dense(10, name="head")(x.reshape(x.shape[0], -1))
 

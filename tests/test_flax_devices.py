@@ -46,7 +46,10 @@ def mesh():
 
 def pure(face: str, **kwargs):
     """A face's layer (or Flax's: `flax-linen`, `flax-nnx`) holding `VALUES`, as a pure
-    function: `(state, apply)` with `apply(state, x) -> (y, new running statistics)`."""
+    function: `(state, apply)` with `apply(state, x) -> (y, new running statistics)`. Ours
+    keep running statistics (opt-in) with Lucid's eps unless `kwargs` say otherwise."""
+    if face in ("linen", "nnx"):
+        kwargs = {"track_running_stats": True, "epsilon": 1e-5, **kwargs}
     if face == "linen":
         layer = lucid_linen.InstanceNorm(**kwargs)
         state = {"params": {"scale": VALUES["scale"], "bias": VALUES["bias"]}}

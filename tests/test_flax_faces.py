@@ -7,6 +7,11 @@ into its variables, calls it (training updates the running statistics in place, 
 maths (`conftest`), and Flax's own `InstanceNorm` of the same face (for the drop-in claims).
 Face-specific behaviour (linen's `merge_param` and `mutable`, nnx's `.train()`/`.eval()`,
 `nnx.view`, `nnx.Optimizer`) is tested in `test_flax_linen.py` and `test_flax_nnx.py`.
+
+Most tests here pin the running statistics, so a face builds the layer with them on (opt-in)
+and Lucid's eps 1e-5 unless a test says otherwise (`track_running_stats=False`, `epsilon`);
+the default, Flax's layer, is pinned in `test_flax_contract.py` and
+`test_flax_real_models.py`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ import lucid_jax
 from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
 
+#: What a face builds unless a test says otherwise: Lucid's running statistics and eps.
+TRACKING = {"track_running_stats": True, "epsilon": 1e-5}
+
 
 class LinenFace:
     """A `lucid_jax.flax.linen.InstanceNorm` and its variables, initialised on first use."""
@@ -38,7 +46,7 @@ class LinenFace:
 
     def __init__(self, num_features: int, **kwargs) -> None:
         del num_features  # linen takes it from the input
-        self.module = lucid_linen.InstanceNorm(**kwargs)
+        self.module = lucid_linen.InstanceNorm(**{**TRACKING, **kwargs})
         self.variables = None
 
     def _mode(self, use_running_average):
@@ -96,6 +104,7 @@ class NnxFace:
     name = "nnx"
 
     def __init__(self, num_features: int, **kwargs) -> None:
+        kwargs = {**TRACKING, **kwargs}
         self.layer = lucid_nnx.InstanceNorm(num_features, rngs=nnx.Rngs(0), **kwargs)
 
     def __call__(self, x, use_running_average=False, **call_kwargs):
@@ -420,16 +429,22 @@ def test_bad_arguments_raise_named_errors(face, rng):
         face(3, feature_axes=(1, "a"))(x)
     with pytest.raises(ValueError, match=r"feature_axes.*channel_axis"):
         face(3, feature_axes=1, channel_axis=2)(x)
-    with pytest.raises(ValueError, match=r"at least 3 dims.*\(4, 3\)"):
-        face(3)(x[:, 0, 0])
-    with pytest.raises(ValueError, match=r"at least 4 dims.*feature_axes=\(1, 2\).*\(4, 5, 6\)"):
-        face(30, feature_axes=(1, 2))(x[..., 0])
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\].*1.5"):
-        face(3, momentum=1.5)(x)
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\]"):
-        face(3, momentum=-0.1)(x)
-    with pytest.raises(TypeError, match="momentum"):
-        face(3, momentum="0.9")(x)
+    with pytest.raises(ValueError, match=r"^InstanceNorm: .*scalar"):
+        face(3)(x[0, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"^InstanceNorm: .*\(4, 0, 6, 3\).*axis 1.*size 0"):
+        face(3)(x[:, :0])
+    with pytest.raises(ValueError, match=r"^InstanceNorm: momentum must be in \[0, 1\].*1.5"):
+        face(3, momentum=1.5)
+    with pytest.raises(ValueError, match=r"^InstanceNorm: momentum must be in \[0, 1\]"):
+        face(3, momentum=-0.1)
+    with pytest.raises(TypeError, match=r"^InstanceNorm: momentum"):
+        face(3, momentum="0.9")
+    with pytest.raises(ValueError, match=r"^InstanceNorm: epsilon must be >= 0.*got -1"):
+        face(3, epsilon=-1)
+    with pytest.raises(ValueError, match=r"^InstanceNorm: epsilon must be >= 0.*nan"):
+        face(3, epsilon=float("nan"))
+    with pytest.raises(TypeError, match=r"^InstanceNorm: epsilon"):
+        face(3, epsilon="1e-5")
     with pytest.raises(ValueError, match=r"mask is not supported.*\(4, 5, 6, 3\)"):
         face(3)(x, mask=x > 0)
     np.testing.assert_array_equal(face(3)(x, mask=None), face(3)(x))  # None: no mask

@@ -4,6 +4,10 @@ What both faces share (training, momentum, drop-in, dtypes, checkpoints, bad inp
 in `test_flax_faces.py`, several devices in `test_flax_devices.py`. References: the pure
 function, a float64 numpy implementation of Lucid's maths (`conftest.reference_instance_norm`)
 and `flax.linen.InstanceNorm` (an independent implementation, for the gradients).
+
+These tests pin the running statistics, so `InstanceNorm` here is the layer with them on
+(opt-in) and Lucid's eps 1e-5; the default, Flax's layer, is pinned in
+`test_flax_contract.py` and `test_flax_real_models.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import pytest
 # Skips the module, with this reason, where only the core is installed.
 pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
 
+import functools
 import textwrap
 
 import chex
@@ -25,7 +30,9 @@ from conftest import channels_last_data as _data
 from conftest import reference_channels_last as _reference_channels_last
 
 import lucid_jax
-from lucid_jax.flax.linen import InstanceNorm
+from lucid_jax.flax import linen as lucid_linen
+
+InstanceNorm = functools.partial(lucid_linen.InstanceNorm, track_running_stats=True, epsilon=1e-5)
 
 
 def _variables(scale, bias, mean=None, var=None):

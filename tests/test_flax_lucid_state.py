@@ -52,8 +52,8 @@ def _reference(state, training: bool):
 def test_linen_with_lucid_state_matches_lucid(training, channel_axis):
     state = lucid_jax.load(NORM)
     variables = linen_variables_from_lucid(state)
-    layer = linen.InstanceNorm(
-        momentum=flax_momentum_from_lucid(MOMENTUM), epsilon=1e-5, channel_axis=channel_axis
+    layer = linen.InstanceNorm.lucid(
+        momentum=flax_momentum_from_lucid(MOMENTUM), channel_axis=channel_axis
     )
     x = jnp.moveaxis(jnp.asarray(X, jnp.float32), 1, channel_axis)
     y, updates = layer.apply(
@@ -77,7 +77,7 @@ def test_linen_with_lucid_state_matches_lucid(training, channel_axis):
 @pytest.mark.parametrize("training", [True, False])
 def test_nnx_with_lucid_state_matches_lucid(training):
     state = lucid_jax.load(SEQUENTIAL)  # the InstanceNorm2d is module "1"
-    layer = lucid_nnx.InstanceNorm(
+    layer = lucid_nnx.InstanceNorm.lucid(
         3, momentum=flax_momentum_from_lucid(MOMENTUM), channel_axis=1, rngs=nnx.Rngs(0)
     )
     load_lucid_into_nnx(layer, state, prefix="1")
@@ -101,7 +101,7 @@ def test_without_running_stats_or_affine_only_the_present_collections():
     variables = linen_variables_from_lucid(stats_only, prefix="norm.")
     assert sorted(variables) == ["batch_stats"]
     np.testing.assert_array_equal(variables["batch_stats"]["var"], state["running_var"])
-    layer = linen.InstanceNorm(use_scale=False, use_bias=False, channel_axis=1)
+    layer = linen.InstanceNorm.lucid(use_scale=False, use_bias=False, channel_axis=1)
     y = layer.apply(variables, jnp.asarray(X, jnp.float32), use_running_average=True)
     ref, _, _ = reference_instance_norm(
         X, np.asarray(state["running_mean"]), np.asarray(state["running_var"]), training=False
@@ -137,11 +137,11 @@ def test_bad_state_dict_is_refused(state, prefix, error, match):
 
 def test_nnx_mismatch_is_refused_and_changes_nothing():
     state = lucid_jax.load(NORM)
-    layer = lucid_nnx.InstanceNorm(3, use_bias=False, rngs=nnx.Rngs(0))
+    layer = lucid_nnx.InstanceNorm.lucid(3, use_bias=False, rngs=nnx.Rngs(0))
     before = jax.tree.map(np.asarray, nnx.state(layer))
     with pytest.raises(ValueError, match=r"the layer lacks 'bias' but the state dict has bias"):
         load_lucid_into_nnx(layer, state)
-    wide = lucid_nnx.InstanceNorm(4, rngs=nnx.Rngs(0))
+    wide = lucid_nnx.InstanceNorm.lucid(4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"'scale' has shape \(4,\).*weight has \(3,\)"):
         load_lucid_into_nnx(wide, state)
     after = jax.tree.map(np.asarray, nnx.state(layer))

@@ -4,6 +4,10 @@ What both faces share (training, momentum, drop-in, dtypes, checkpoints, bad inp
 in `test_flax_faces.py`, several devices in `test_flax_devices.py`. References: the float64
 numpy reference (`conftest`), the linen layer on the same numbers, `flax.nnx.InstanceNorm`
 (independent, for the gradients of a training step and the `promote_dtype` hook).
+
+These tests pin the running statistics, so `InstanceNorm` here is the layer with them on
+(opt-in) and Lucid's eps 1e-5; the default, Flax's layer, is pinned in
+`test_flax_contract.py` and `test_flax_real_models.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import pytest
 
 # Skips the module, with this reason, where only the core is installed.
 pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +27,9 @@ from conftest import reference_channels_last as _reference_channels_last
 from flax import nnx
 
 from lucid_jax.flax import linen as lucid_linen
-from lucid_jax.flax.nnx import InstanceNorm
+from lucid_jax.flax import nnx as lucid_nnx
+
+InstanceNorm = functools.partial(lucid_nnx.InstanceNorm, track_running_stats=True, epsilon=1e-5)
 
 
 def _layer(scale, bias, mean, var, **kwargs):
@@ -51,7 +58,7 @@ def test_state_holds_params_and_batch_stats():
 
 def test_equals_linen_layer_over_several_steps(rng):
     x = _data(rng)[0]
-    linen = lucid_linen.InstanceNorm(momentum=0.8, channel_axis=2)
+    linen = lucid_linen.InstanceNorm.lucid(momentum=0.8, channel_axis=2)
     c = x.shape[2]
     variables = {
         "params": {"scale": jnp.linspace(0.5, 1.5, c), "bias": jnp.linspace(-1, 1, c)},

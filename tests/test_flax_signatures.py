@@ -1,8 +1,9 @@
 """Our Flax layers take every argument of the installed Flax's InstanceNorm, as Flax spells it.
 
-The defaults are Flax's but for a documented few: `epsilon` is Lucid's 1e-5 (Flax: 1e-6),
+The defaults are Flax's (`epsilon=1e-6` included) but for a documented two:
 `use_fast_variance` is False (the two-pass variance, accurate at any mean; Flax: True) and
-nnx's `promote_dtype` is Flax's own, wrapped to also work under strict dtype promotion.
+nnx's `promote_dtype` is Flax's rule, written out to also work under strict dtype promotion.
+Our own additions default to Flax's behaviour: no running statistics.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ flax_nnx = pytest.importorskip("flax.nnx")
 from lucid_jax.flax import linen as our_linen
 from lucid_jax.flax import nnx as our_nnx
 
-OUR_DEFAULTS = {"epsilon": 1e-5, "use_fast_variance": False}
+OUR_DEFAULTS = {"use_fast_variance": False}
 
 
 def _parameters(function) -> dict[str, inspect.Parameter]:
@@ -62,3 +63,16 @@ def test_call_takes_flax_s_arguments(theirs, ours):
     theirs, ours = _parameters(theirs), _parameters(ours)
     assert set(theirs) <= set(ours), sorted(set(theirs) - set(ours))
     assert all(ours[name].kind == parameter.kind for name, parameter in theirs.items())
+
+
+@pytest.mark.parametrize(
+    "ours",
+    [
+        inspect.signature(our_linen.InstanceNorm).parameters,
+        _parameters(our_nnx.InstanceNorm.__init__),
+    ],
+    ids=["linen", "nnx"],
+)
+def test_our_additions_default_to_flax_s_layer_without_running_statistics(ours):
+    assert ours["track_running_stats"].default is False
+    assert ours["epsilon"].default == 1e-6

@@ -73,7 +73,9 @@ class LinenCNN(nn.Module):
     def __call__(self, x, train: bool):
         for features, stride in ((8, 1), (16, 2)):
             x = nn.Conv(features, (3, 3), strides=stride)(x)
-            x = lucid_linen.InstanceNorm(momentum=self.momentum)(x, use_running_average=not train)
+            x = lucid_linen.InstanceNorm.lucid(momentum=self.momentum)(
+                x, use_running_average=not train
+            )
             x = nn.relu(x)
         return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
@@ -143,9 +145,9 @@ def test_linen_cnn_learns_digits_and_running_stats_settle(digits):
 class NnxCNN(nnx.Module):
     def __init__(self, rngs: nnx.Rngs) -> None:
         self.conv1 = nnx.Conv(1, 8, (3, 3), rngs=rngs)
-        self.norm1 = lucid_nnx.InstanceNorm(8, momentum=0.9, rngs=rngs)
+        self.norm1 = lucid_nnx.InstanceNorm.lucid(8, rngs=rngs)
         self.conv2 = nnx.Conv(8, 16, (3, 3), strides=2, rngs=rngs)
-        self.norm2 = lucid_nnx.InstanceNorm(16, momentum=0.9, rngs=rngs)
+        self.norm2 = lucid_nnx.InstanceNorm.lucid(16, rngs=rngs)
         self.head = nnx.Linear(16 * 4 * 4, 10, rngs=rngs)
 
     def __call__(self, x):

@@ -1,9 +1,11 @@
 """What the linen and nnx InstanceNorm layers share: argument checks, layout and the core call.
 
 Both faces are thin: they declare their variables in their framework's way and call
-`normalize`, which converts Flax's conventions (momentum,
-dtypes, feature axes) to the pure [`instance_norm`][lucid_jax.instance_norm]. No statistic is
-computed here.
+`normalize`, which converts Flax's conventions (momentum, dtypes, feature axes) to the pure
+[`instance_norm`][lucid_jax.instance_norm]. No statistic is computed here. Each rule has one
+home: the settings' checks (`check_settings`, `check_momentum`), the call's (`check_call`),
+the variance formula (`variance_method`), the dtypes (`promote_dtype`, from the functional
+layer's `result_dtype`), the Lucid preset (`LUCID_PRESET`).
 """
 
 from __future__ import annotations
@@ -11,18 +13,25 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.nnx.nn import dtypes
 from flax.typing import Dtype
 
-from lucid_jax import _core
-from lucid_jax.functional import instance_norm
+from lucid_jax.functional import instance_norm, result_dtype
 
 Array = jax.Array
+TupleArg = TypeVar("TupleArg", bound=tuple)
+
+#: Lucid's whole behaviour, as the layers' `lucid(...)` factories build it: Lucid's `eps`,
+#: running statistics, and Lucid's momentum 0.1 in Flax's convention (`1 - 0.1`).
+LUCID_PRESET: dict[str, Any] = {
+    "epsilon": 1e-5,
+    "track_running_stats": True,
+    "momentum": 0.9,
+}
 
 #: Flax's words for a feature axis on the batch axis (its own tests match them).
 _BATCH_AXIS_MESSAGE = (
@@ -60,7 +69,7 @@ def canonical_feature_axes(layer: str, name: str, value: Any, ndim: int) -> tupl
                 f"{layer}: {name} must be an int or a sequence of ints (axes of the input); "
                 f"got {value!r}."
             )
-    if ndim < 2 or not all(-ndim <= axis < ndim for axis in axes):
+    if not all(-ndim <= axis < ndim for axis in axes):
         raise ValueError(
             f"{layer}: {name} must be axes of the {ndim}-dim input (1..{ndim - 1} or "
             f"-{ndim - 1}..-1); got {value!r}."
@@ -76,17 +85,22 @@ def canonical_feature_axes(layer: str, name: str, value: Any, ndim: int) -> tupl
 def check_input(layer: str, x: Any, name: str, value: Any) -> tuple[Array, tuple[int, ...]]:
     """`x` as an array and its canonical feature axes, with a layer-named error for bad input.
 
-    At least one axis besides the batch and feature axes must be left to normalise over:
-    with none, every instance is one element, its variance 0, and the output the bias.
+    Axis 0 is the batch; every axis that is neither it nor a feature axis is normalised over.
+    There may be none, as for the `(N, features)` output of a Dense layer: then, as in Flax,
+    each instance is one element, its mean the element and its variance 0, and the output is
+    the bias (and the gradient with respect to `x` is 0).
     """
     x = jnp.asarray(x)
-    axes = canonical_feature_axes(layer, name, value, x.ndim) if x.ndim >= 2 else ()
-    needed = 2 + (len(axes) if x.ndim >= 2 else 1)
-    if x.ndim < needed:
+    if x.ndim == 0:
         raise ValueError(
-            f"{layer}: input must have at least {needed} dims (batch, at least one axis to "
-            f"normalise over, and the feature axes {name}={value!r}); got shape "
-            f"{tuple(x.shape)}. For a single unbatched sample, add a batch axis: x[None]."
+            f"{layer}: the input must have a batch axis 0 and feature axes; got a scalar."
+        )
+    axes = canonical_feature_axes(layer, name, value, x.ndim)
+    empty = [a for a in range(1, x.ndim) if a not in axes and x.shape[a] == 0]
+    if empty:
+        raise ValueError(
+            f"{layer}: the input has shape {tuple(x.shape)}, with axis {empty[0]} (one to "
+            "normalise over) of size 0: the statistics of an empty instance are undefined."
         )
     return x, axes
 
@@ -121,30 +135,83 @@ def feature_shape(x: Array, feature_axes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(x.shape[axis]) for axis in feature_axes)
 
 
-def promote_dtype(args: tuple, /, *, dtype: Dtype | None = None, inexact: bool = True) -> tuple:
-    """Flax nnx's default `promote_dtype`, with the promotion made explicit.
+def promote_dtype(
+    args: TupleArg, /, *, dtype: Dtype | None = None, inexact: bool = True
+) -> TupleArg:
+    """Flax nnx's default `promote_dtype`: cast the arrays of `args` (a tuple) to one dtype.
 
-    So it also runs under `jax.numpy_dtype_promotion("strict")` (as the core's output dtype
-    does), where Flax's refuses, e.g., bfloat16 input with float32 params.
+    The dtype is `dtype` when given, else the standard promotion of the arrays' (Nones are
+    skipped and returned as they are), widened to float32 when that is not inexact. The
+    promotion is explicit, so it also runs under `jax.numpy_dtype_promotion("strict")` (as
+    the core's output dtype does), where Flax's refuses, e.g., bfloat16 input with float32
+    params.
     """
-    with jax.numpy_dtype_promotion("standard"):
-        return dtypes.promote_dtype(args, dtype=dtype, inexact=inexact)
+    if dtype is None:
+        dtype = result_dtype(*(jnp.asarray(arg).dtype for arg in args if arg is not None))
+        if inexact and not jnp.issubdtype(dtype, jnp.inexact):
+            dtype = result_dtype(jnp.float32, dtype)
+    if inexact and not jnp.issubdtype(dtype, jnp.inexact):
+        raise ValueError(f"promote_dtype: the dtype must be inexact (a float); got {dtype}.")
+    return cast(TupleArg, tuple(None if arg is None else jnp.asarray(arg, dtype) for arg in args))
 
 
-def lucid_momentum(layer: str, momentum: Any) -> Any:
-    """Flax's momentum (weight of the old value) as Lucid's (weight of the new batch stat)."""
+def first_given(*values: Any, error: str) -> Any:
+    """The first of `values` that is not None; a ValueError saying `error` when all are."""
+    for value in values:
+        if value is not None:
+            return value
+    raise ValueError(error)
+
+
+def check_momentum(caller: str, momentum: Any, *, convention: str = "flax") -> Any:
+    """`momentum` when it is a weight in [0, 1], else a TypeError/ValueError naming `caller`.
+
+    The one check of a momentum in the Flax faces: the layers' (`convention="flax"`, the
+    weight of the old running value) and `flax_momentum_from_lucid`'s (`"lucid"`, the weight
+    of the new batch statistic). A JAX array (e.g. traced) is accepted as it is.
+    """
+    meaning = (
+        "Flax convention: the weight of the old running value; Flax 0.9 is Lucid's 0.1"
+        if convention == "flax"
+        else "Lucid convention: the weight of the new batch statistic"
+    )
     if isinstance(momentum, numbers.Real) and not isinstance(momentum, bool):
         if not 0.0 <= float(momentum) <= 1.0:  # also rejects NaN
-            raise ValueError(
-                f"{layer}: momentum must be in [0, 1] (Flax convention: the weight of the old "
-                f"running value; Flax 0.9 is Lucid's 0.1); got {momentum!r}."
-            )
+            raise ValueError(f"{caller}: momentum must be in [0, 1] ({meaning}); got {momentum!r}.")
     elif not isinstance(momentum, jax.Array):
         raise TypeError(
-            f"{layer}: momentum must be a real number in [0, 1]; got "
+            f"{caller}: momentum must be a real number in [0, 1]; got "
             f"{type(momentum).__name__} {momentum!r}."
         )
-    return 1 - momentum
+    return momentum
+
+
+def check_settings(layer: str, *, momentum: Any, epsilon: Any) -> None:
+    """The checks of a layer's numeric settings, at construction, named as the layer names them.
+
+    `momentum` is Flax's (see `check_momentum`); `epsilon` a real number >= 0 (or a JAX
+    array, accepted as it is).
+    """
+    check_momentum(layer, momentum)
+    if isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool):
+        if not float(epsilon) >= 0.0:  # also rejects NaN
+            raise ValueError(
+                f"{layer}: epsilon must be >= 0 (it is added to the variance); got {epsilon!r}."
+            )
+    elif not isinstance(epsilon, jax.Array):
+        raise TypeError(
+            f"{layer}: epsilon must be a real number >= 0; got "
+            f"{type(epsilon).__name__} {epsilon!r}."
+        )
+
+
+def variance_method(use_fast_variance: bool) -> Literal["one_pass", "two_pass"]:
+    """Flax's `use_fast_variance` as the core's `variance_method`.
+
+    True is Flax's formula, `E[x²] - E[x]²` in one pass (`"one_pass"`); False the two-pass
+    variance around the instance's own mean (`"two_pass"`), accurate at any mean.
+    """
+    return "one_pass" if use_fast_variance else "two_pass"
 
 
 def _core_layout(
@@ -152,11 +219,12 @@ def _core_layout(
 ) -> tuple[Array, int, Callable[[Array], Array]]:
     """`(x', channel_axis, restore)`: `x` in a layout with one channel axis for the core.
 
-    One feature axis is passed through as the channel axis. Several (or none) become one:
-    `x` is laid out as `(N, reduced elements, features)`, which the core normalises with
+    One feature axis with at least one axis to normalise over is passed through as the
+    channel axis. Otherwise `x` is laid out as `(N, reduced elements, features)` (with one
+    reduced element when nothing is left to normalise over), which the core normalises with
     `channel_axis=2`, and `restore` puts the output back.
     """
-    if len(feature_axes) == 1:
+    if len(feature_axes) == 1 and x.ndim > 2:
         return x, feature_axes[0], lambda y: y
     reduced = [axis for axis in range(1, x.ndim) if axis not in feature_axes]
     order = (0, *reduced, *feature_axes)
@@ -175,7 +243,6 @@ def _flat(v: Array | None) -> Array | None:
 
 
 def normalize(
-    layer: str,
     x: Array,
     scale: Array | None,
     bias: Array | None,
@@ -199,19 +266,19 @@ def normalize(
     statistics come back in the shape of the old. `axis_name` is Flax's: the axis every
     instance is split over (its statistics are averaged over it, with `axis_index_groups`);
     `batch_axis_name` the axis the batch is split over (the running statistics' batch
-    averages are). The output dtype is Flax's: `dtype` when given, else inferred from the
-    input and the parameters (standard promotion, also under strict promotion, where it is
-    explicit); the input is promoted to it first when that widens it, so e.g. bfloat16 input
-    with float32 params is normalised in float32. `use_fast_variance` picks the one-pass
-    variance (see [`instance_norm`][lucid_jax.instance_norm]'s `variance_method`). New
-    running statistics carry no gradient (they are buffers).
+    averages are). The settings were checked at construction (`check_settings`). The output
+    dtype is Flax's: `dtype` when given, else inferred from the input and the parameters
+    (standard promotion, also under strict promotion, where it is explicit); the input is
+    promoted to it first when that widens it, so e.g. bfloat16 input with float32 params is
+    normalised in float32. `use_fast_variance` picks the one-pass variance
+    (`variance_method`). New running statistics carry no gradient (they are buffers).
     """
     # Flax's canonicalize_dtype: the promotion of the arguments, float32 if that is an int.
-    inferred = _core.result_dtype(x.dtype, *(None if p is None else p.dtype for p in (scale, bias)))
+    inferred = result_dtype(x.dtype, *(None if p is None else p.dtype for p in (scale, bias)))
     if not jnp.issubdtype(inferred, jnp.inexact):
         inferred = jnp.dtype(jnp.float32)
     out_dtype = inferred if dtype is None else jnp.dtype(dtype)
-    x = x.astype(_core.result_dtype(inferred, out_dtype))
+    x = x.astype(result_dtype(inferred, out_dtype))
     core_x, channel_axis, restore = _core_layout(x, feature_axes)
     y, new_mean, new_var = instance_norm(
         core_x,
@@ -220,16 +287,17 @@ def normalize(
         _flat(scale),
         _flat(bias),
         training=training,
-        momentum=lucid_momentum(layer, momentum),
+        momentum=1 - momentum,  # Flax's weight of the old value -> Lucid's of the new
         eps=epsilon,
         channel_axis=channel_axis,
         axis_name=batch_axis_name,
-        variance_method="one_pass" if use_fast_variance else "two_pass",
+        variance_method=variance_method(use_fast_variance),
         instance_axis_name=axis_name,
         # As Flax: the groups only mean something with the axis they group.
         axis_index_groups=None if axis_name is None else axis_index_groups,
     )
-    if new_mean is not None:
+    if new_mean is not None and new_var is not None and running_mean is not None:
+        assert running_var is not None  # both or neither, as instance_norm requires
         new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
         new_mean = new_mean.reshape(running_mean.shape)
         new_var = new_var.reshape(running_var.shape)

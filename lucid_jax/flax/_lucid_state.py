@@ -13,13 +13,14 @@ $m_\text{Flax} = 1 - m_\text{Lucid}$.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from lucid_jax.flax._common import check_momentum
 
 __all__ = ["flax_momentum_from_lucid", "linen_variables_from_lucid", "load_lucid_into_nnx"]
 
@@ -55,16 +56,12 @@ def flax_momentum_from_lucid(momentum: float | None = 0.1) -> float:
     """
     if momentum is None:
         momentum = 0.1
-    if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool):
+    if isinstance(momentum, jax.Array):  # a number only: the result is a layer's setting
         raise TypeError(
-            f"flax_momentum_from_lucid: momentum must be a real number in [0, 1] or None; got "
-            f"{type(momentum).__name__} {momentum!r}."
+            "flax_momentum_from_lucid: momentum must be a Python real number in [0, 1] or "
+            f"None; got {type(momentum).__name__} {momentum!r}."
         )
-    if not 0.0 <= float(momentum) <= 1.0:
-        raise ValueError(
-            f"flax_momentum_from_lucid: momentum must be in [0, 1] (Lucid's weight of the new "
-            f"batch statistic); got {momentum!r}."
-        )
+    check_momentum("flax_momentum_from_lucid", momentum, convention="lucid")
     return 1.0 - float(momentum)
 
 
@@ -122,9 +119,10 @@ def linen_variables_from_lucid(
     `weight`, `bias` become `params` `scale`, `bias`; `running_mean`, `running_var` become
     `batch_stats` `mean`, `var`. Arrays keep their dtype (Lucid's float64 when JAX's x64 mode
     is on); a collection the state dict has nothing for is left out, matching a layer built with
-    `use_scale=use_bias=False` or `track_running_stats=False`. Build the layer with
-    `momentum=flax_momentum_from_lucid(lucid_momentum)`, the same `epsilon` as Lucid's `eps`, and
-    `channel_axis=1` for Lucid's channels-first layout.
+    `use_scale=use_bias=False` or without running statistics. Build the layer with
+    `InstanceNorm.lucid(channel_axis=1)` (Lucid's eps, running statistics and momentum 0.1,
+    channels first), or give `momentum=flax_momentum_from_lucid(lucid_momentum)` and
+    `epsilon` for other Lucid settings.
 
     Args:
         state_dict: a Lucid state dict, e.g. from [`load`][lucid_jax.load].
@@ -148,7 +146,7 @@ def linen_variables_from_lucid(
         >>> variables = linen_variables_from_lucid(state, prefix="1")
         >>> sorted(variables["params"]), sorted(variables["batch_stats"])
         (['bias', 'scale'], ['mean', 'var'])
-        >>> layer = linen.InstanceNorm(momentum=0.9, channel_axis=1)
+        >>> layer = linen.InstanceNorm.lucid(channel_axis=1)
         >>> layer.apply(variables, jnp.ones((2, 3, 4, 4)), use_running_average=True).shape
         (2, 3, 4, 4)
     """
@@ -169,8 +167,8 @@ def load_lucid_into_nnx(layer: Any, state_dict: Mapping[str, ArrayLike], prefix:
     the `nnx.BatchStat`s `mean`, `var`, cast to the dtypes the layer holds. The layer must have
     exactly the variables the state dict has (same `use_scale`/`use_bias`,
     `track_running_stats` and channel count); everything is checked before anything changes.
-    The momentum is the layer's own: build it with
-    `momentum=flax_momentum_from_lucid(lucid_momentum)`.
+    The momentum is the layer's own: `InstanceNorm.lucid(...)` has Lucid's 0.1; for another
+    Lucid momentum, give `momentum=flax_momentum_from_lucid(lucid_momentum)`.
 
     Args:
         layer: the `lucid_jax.flax.nnx.InstanceNorm` to update in place.
@@ -186,9 +184,9 @@ def load_lucid_into_nnx(layer: Any, state_dict: Mapping[str, ArrayLike], prefix:
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> from lucid_jax.flax import flax_momentum_from_lucid, load_lucid_into_nnx
+        >>> from lucid_jax.flax import load_lucid_into_nnx
         >>> from lucid_jax.flax.nnx import InstanceNorm
-        >>> layer = InstanceNorm(3, momentum=flax_momentum_from_lucid(0.1), rngs=nnx.Rngs(0))
+        >>> layer = InstanceNorm.lucid(3, channel_axis=1, rngs=nnx.Rngs(0))
         >>> load_lucid_into_nnx(layer, {"weight": jnp.full(3, 2.0), "bias": jnp.ones(3),
         ...                             "running_mean": jnp.zeros(3), "running_var": jnp.ones(3)})
         >>> layer.scale[...].tolist()
