@@ -24,8 +24,9 @@ jax.config.update("jax_num_cpu_devices", HOST_DEVICE_COUNT)
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = "lucid_2_14_5_instance_norm"
-#: The recording scripts under data/ need the real Lucid: pytest collects nothing there.
-collect_ignore_glob = ["data/*.py"]
+#: The recording scripts under data/ need the real Lucid, and real_models/ holds copied Flax
+#: code and a report script that runs on import: pytest collects nothing there.
+collect_ignore_glob = ["data/*.py", "real_models/*.py"]
 #: The repository's root: the source tree in a clone, an unpacked sdist in `make test-wheel`.
 ROOT = Path(__file__).resolve().parent.parent
 

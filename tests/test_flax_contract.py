@@ -7,6 +7,11 @@ and the rules' single homes (errors named by the layer, no private Flax API).
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import re
 
 import flax.linen as nn

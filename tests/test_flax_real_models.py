@@ -12,6 +12,11 @@ differently); with our default (two-pass variance) they differ by the variance's
 
 from __future__ import annotations
 
+import pytest
+
+# Skips the module, with this reason, where only the core is installed.
+pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+
 import functools
 
 import jax
