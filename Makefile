@@ -126,9 +126,19 @@ scaling: $(VENV)/.dev-installed
 accuracy: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.accuracy --out benchmarks/results/accuracy.md
 
-lint: $(VENV)/.dev-installed
+# ruff, then pyright ("standard", configured in pyproject.toml) on the package, then the
+# completeness of the public API's types that py.typed promises (--verifytypes; PYTHONPATH
+# because pyright cannot follow setuptools' editable-install import hook).
+$(VENV)/.lint-installed: pyproject.toml $(VENV)/.dev-installed
+	$(PIP) install -e ".[$(DEV_EXTRAS),lint]"
+	touch $@
+
+lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks
+	$(BIN)/pyright --pythonpath $(BIN)/python
+	PYTHONPATH=$(CURDIR) $(BIN)/pyright --pythonpath $(BIN)/python --verifytypes lucid_jax \
+		--ignoreexternal
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
