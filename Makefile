@@ -48,8 +48,23 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core-installed
 	@$(BIN)/python -m lucid_jax
 
+# The notebooks as the suite executes them (tests/test_notebooks.py keeps them where
+# LUCID_JAX_EXECUTED_NOTEBOOKS says): the docs site renders these, never executes them again.
+EXECUTED := build/notebooks
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+
 test: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+	rm -rf $(EXECUTED)
+	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest $(PYTEST_FLAGS)
+	@if [ "$$(ls $(EXECUTED)/*.ipynb 2>/dev/null | wc -l)" = "$(words $(NOTEBOOKS))" ]; then \
+		touch $(EXECUTED)/.done; fi
+
+# `make docs` without a `make test` since the last change: execute the notebooks (only).
+$(EXECUTED)/.done: $(NOTEBOOKS) $(SOURCES) | $(VENV)/.dev-installed
+	rm -rf $(EXECUTED)
+	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest -p no:cacheprovider \
+		-n 2 tests/test_notebooks.py -k runs_and_computes
+	touch $@
 
 # The comparisons with PyTorch (numerics, gradients), with PyTorch installed.
 test-peers: $(VENV)/.dev-installed
@@ -75,16 +90,19 @@ test-wheel: dist
 	cd build/wheel-test && ../../.venv-wheel/bin/pytest -p no:cacheprovider --doctest-modules \
 		--pyargs lucid_jax
 
-# The notebooks as Colab runs them: a fresh venv with what a Colab runtime has (jax, flax and
-# the notebooks' libraries, not lucid-jax), the freshly built wheel beside each notebook, each
-# notebook executed from that folder (its first cell installs the wheel).
+# The notebooks' way in on Colab: a fresh venv with what a Colab runtime has (jax, flax and
+# the notebooks' libraries, not lucid-jax), the freshly built wheel beside each notebook, and
+# each notebook's first cell (the install cell) executed from that folder in a Jupyter
+# kernel, followed by imports of what the notebook uses. (The notebooks themselves run, cell
+# by cell with their results checked, once: in `make test`.)
 test-colab: dist
 	rm -rf .venv-colab build/colab
 	$(PYTHON312) -m venv .venv-colab
 	.venv-colab/bin/python -m pip --quiet install jax flax optax matplotlib scikit-learn \
 		nbclient nbformat ipykernel
 	mkdir -p build/colab
-	cp notebooks/*.ipynb dist/*.whl build/colab/
+	cp dist/*.whl build/colab/
+	.venv-colab/bin/python scripts/colab_install_cells.py build/colab notebooks/*.ipynb
 	cd build/colab && for notebook in *.ipynb; do \
 		../../.venv-colab/bin/jupyter-execute --timeout=300 "$$notebook" || exit 1; done
 	@# The venv had no lucid-jax before the notebooks ran: the first cell installed the wheel.
@@ -104,14 +122,17 @@ test-oldest:
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
 		--ignore=test_bench_smoke.py
 
-# The docs site, built strictly (a warning, a broken link or reference fails) into site/. The
-# notebooks are executed by the build, so it needs their libraries and the Flax extra too.
+# The docs site, built strictly (a warning, a broken link or reference fails) into site/,
+# with the notebooks as the suite executed them, and MathJax vendored from its npm package
+# (the site loads nothing from the network); then scripts/check_site.py checks the HTML.
 $(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[docs,flax,notebooks]"
+	$(PIP) install -e ".[docs]"
 	touch $@
 
-docs: $(VENV)/.docs-installed
+docs: $(VENV)/.docs-installed $(EXECUTED)/.done
+	$(BIN)/python scripts/vendor_mathjax.py docs/javascripts/mathjax
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	$(BIN)/python scripts/check_site.py site
 
 # Sync each notebook's .ipynb with its jupytext source notebooks/NN_name.py (edit the .py).
 notebooks: $(VENV)/.dev-installed
@@ -146,4 +167,4 @@ format: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist site .cache .pytest_cache .ruff_cache \
-		.hypothesis
+		.hypothesis docs/javascripts/mathjax
