@@ -156,14 +156,14 @@ $(VENV)/.lint-installed: pyproject.toml $(VENV)/.dev-installed
 
 lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks
+	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks scripts
 	$(BIN)/pyright --pythonpath $(BIN)/python
 	PYTHONPATH=$(CURDIR) $(BIN)/pyright --pythonpath $(BIN)/python --verifytypes lucid_jax \
 		--ignoreexternal
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format lucid_jax tests benchmarks notebooks
+	$(BIN)/ruff format lucid_jax tests benchmarks notebooks scripts
 
 clean:
 	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist site .cache .pytest_cache .ruff_cache \

@@ -176,6 +176,19 @@ def check(site: Path) -> list[str]:
                     f"{name}: heading #{anchor} ({_text(inner)!r}) lost its code in the table "
                     f"of contents: {'missing' if toc is None else repr(_text(toc))}"
                 )
+    notebook_maths = [
+        p
+        for p in pages
+        if p.parent.parent.name == "notebooks" and _has_maths(p.read_text(encoding="utf-8"), p)
+    ]
+    config = site / MATHJAX_CONFIG
+    if notebook_maths and (
+        not config.is_file() or "jp-RenderedMarkdown" not in config.read_text(encoding="utf-8")
+    ):
+        problems.append(
+            f"{MATHJAX_CONFIG} does not typeset the notebooks' Markdown cells "
+            f"(.jp-RenderedMarkdown), which have maths on {len(notebook_maths)} page(s)"
+        )
     if maths_pages == 0:
         problems.append("no page has maths: is arithmatex (or the notebooks' maths) gone?")
     for css in site.rglob("*.css"):
