@@ -55,7 +55,8 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 test: $(VENV)/.dev-installed
 	rm -rf $(EXECUTED)
-	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest $(PYTEST_FLAGS)
+	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest $(PYTEST_FLAGS) \
+		-m "not benchmarks"
 	@if [ "$$(ls $(EXECUTED)/*.ipynb 2>/dev/null | wc -l)" = "$(words $(NOTEBOOKS))" ]; then \
 		touch $(EXECUTED)/.done; fi
 
@@ -66,10 +67,14 @@ $(EXECUTED)/.done: $(NOTEBOOKS) $(SOURCES) | $(VENV)/.dev-installed
 		-n 2 tests/test_notebooks.py -k runs_and_computes
 	touch $@
 
-# The comparisons with PyTorch (numerics, gradients), with PyTorch installed.
+# With PyTorch installed: the comparisons with it (the tests named for torch, which skip in
+# `make test`; the rest of the suite ran there already) and the benchmark scripts end to end
+# (marker `benchmarks`, left out of `make test`), PyTorch's candidates included.
 test-peers: $(VENV)/.dev-installed
 	$(PIP) install $(TORCH)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/test_numerics.py tests/test_transformations.py
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -k torch tests/test_numerics.py \
+		tests/test_transformations.py
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m benchmarks
 
 dist: $(VENV)/.dev-installed
 	$(PIP) install -e ".[release]"

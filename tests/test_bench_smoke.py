@@ -27,6 +27,8 @@ from benchmarks import _harness, _inputs, _targets, bench, compare, speed, vmap 
 
 pytest.importorskip("matplotlib")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+#: Run by `make test-peers`, where PyTorch is installed and its candidates are checked too.
+pytestmark = pytest.mark.benchmarks
 QUESTIONS = {"speed": speed, "vmap": vmap, "compare": compare}
 ERROR_KEYS = {"y", "fwd_bwd.y", "dx", "dw", "db"}
 
