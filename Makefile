@@ -82,11 +82,35 @@ dist: $(VENV)/.dev-installed
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
 
-# The built wheel, installed (not editable) into a clean venv, tested from the unpacked sdist
-# with its source package removed: what a user gets, tested away from the source tree.
+# What a Colab runtime has: jax, flax and the notebooks' libraries, not lucid-jax.
+COLAB_PACKAGES := jax flax optax matplotlib scikit-learn nbclient nbformat ipykernel
+
+# The notebooks' way in on Colab, in the venv $(1) (holding COLAB_PACKAGES, not lucid-jax):
+# the freshly built wheel beside each notebook, and each notebook's first cell (the install
+# cell) executed from that folder in a Jupyter kernel, followed by imports of what the
+# notebooks use; then the installed version must be the wheel's. (The notebooks themselves run,
+# cell by cell with their results checked, once: in `make test`.)
+define colab_install_cells
+	rm -rf build/colab
+	mkdir -p build/colab
+	cp dist/*.whl build/colab/
+	$(1)/bin/python scripts/colab_install_cells.py build/colab notebooks/*.ipynb
+	cd build/colab && for notebook in *.ipynb; do \
+		../../$(1)/bin/jupyter-execute --timeout=300 "$$notebook" || exit 1; done
+	$(1)/bin/python -c "import importlib.metadata as m, glob; \
+		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
+		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
+endef
+
+# The built wheel, on Python 3.12 with the newest JAX: first installed as a Colab notebook
+# installs it (colab_install_cells, in a venv with Colab's packages), then with the test
+# extras, and tested from the unpacked sdist with its source package removed: what a user
+# gets, tested away from the source tree. (One venv for both: the same environment.)
 test-wheel: dist
 	rm -rf .venv-wheel build/wheel-test
 	$(PYTHON312) -m venv .venv-wheel
+	.venv-wheel/bin/python -m pip --quiet install $(COLAB_PACKAGES)
+	$(call colab_install_cells,.venv-wheel)
 	.venv-wheel/bin/python -m pip --quiet install "$$(ls dist/*.whl)[$(DEV_EXTRAS)]"
 	mkdir -p build/wheel-test
 	tar -xzf dist/*.tar.gz -C build/wheel-test --strip-components=1
@@ -95,25 +119,12 @@ test-wheel: dist
 	cd build/wheel-test && ../../.venv-wheel/bin/pytest -p no:cacheprovider --doctest-modules \
 		--pyargs lucid_jax
 
-# The notebooks' way in on Colab: a fresh venv with what a Colab runtime has (jax, flax and
-# the notebooks' libraries, not lucid-jax), the freshly built wheel beside each notebook, and
-# each notebook's first cell (the install cell) executed from that folder in a Jupyter
-# kernel, followed by imports of what the notebook uses. (The notebooks themselves run, cell
-# by cell with their results checked, once: in `make test`.)
+# The Colab check alone (`make test-wheel` includes it), in a venv of its own.
 test-colab: dist
-	rm -rf .venv-colab build/colab
+	rm -rf .venv-colab
 	$(PYTHON312) -m venv .venv-colab
-	.venv-colab/bin/python -m pip --quiet install jax flax optax matplotlib scikit-learn \
-		nbclient nbformat ipykernel
-	mkdir -p build/colab
-	cp dist/*.whl build/colab/
-	.venv-colab/bin/python scripts/colab_install_cells.py build/colab notebooks/*.ipynb
-	cd build/colab && for notebook in *.ipynb; do \
-		../../.venv-colab/bin/jupyter-execute --timeout=300 "$$notebook" || exit 1; done
-	@# The venv had no lucid-jax before the notebooks ran: the first cell installed the wheel.
-	.venv-colab/bin/python -c "import importlib.metadata as m, glob; \
-		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
-		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
+	.venv-colab/bin/python -m pip --quiet install $(COLAB_PACKAGES)
+	$(call colab_install_cells,.venv-colab)
 
 # The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
 # (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
