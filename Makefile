@@ -173,7 +173,7 @@ $(VENV)/.lint-installed: pyproject.toml $(VENV)/.dev-installed
 lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks scripts
-	$(BIN)/pyright --pythonpath $(BIN)/python
+	$(BIN)/pyright --pythonpath $(BIN)/python --project $(CURDIR)
 	$(BIN)/python scripts/verify_types.py $(BIN)/pyright
 
 format: $(VENV)/.dev-installed
