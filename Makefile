@@ -48,13 +48,33 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.core-installed
 	@$(BIN)/python -m lucid_jax
 
-test: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+# The notebooks as the suite executes them (tests/test_notebooks.py keeps them where
+# LUCID_JAX_EXECUTED_NOTEBOOKS says): the docs site renders these, never executes them again.
+EXECUTED := build/notebooks
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-# The comparisons with PyTorch (numerics, gradients), with PyTorch installed.
+test: $(VENV)/.dev-installed
+	rm -rf $(EXECUTED)
+	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest $(PYTEST_FLAGS) \
+		-m "not benchmarks"
+	@if [ "$$(ls $(EXECUTED)/*.ipynb 2>/dev/null | wc -l)" = "$(words $(NOTEBOOKS))" ]; then \
+		touch $(EXECUTED)/.done; fi
+
+# `make docs` without a `make test` since the last change: execute the notebooks (only).
+$(EXECUTED)/.done: $(NOTEBOOKS) $(SOURCES) | $(VENV)/.dev-installed
+	rm -rf $(EXECUTED)
+	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest -p no:cacheprovider \
+		-n 2 tests/test_notebooks.py -k runs_and_computes
+	touch $@
+
+# With PyTorch installed: the comparisons with it (the tests named for torch, which skip in
+# `make test`; the rest of the suite ran there already) and the benchmark scripts end to end
+# (marker `benchmarks`, left out of `make test`), PyTorch's candidates included.
 test-peers: $(VENV)/.dev-installed
 	$(PIP) install $(TORCH)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/test_numerics.py tests/test_transformations.py
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -k torch tests/test_numerics.py \
+		tests/test_transformations.py
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m benchmarks
 
 dist: $(VENV)/.dev-installed
 	$(PIP) install -e ".[release]"
@@ -62,11 +82,35 @@ dist: $(VENV)/.dev-installed
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
 
-# The built wheel, installed (not editable) into a clean venv, tested from the unpacked sdist
-# with its source package removed: what a user gets, tested away from the source tree.
+# What a Colab runtime has: jax, flax and the notebooks' libraries, not lucid-jax.
+COLAB_PACKAGES := jax flax optax matplotlib scikit-learn nbclient nbformat ipykernel
+
+# The notebooks' way in on Colab, in the venv $(1) (holding COLAB_PACKAGES, not lucid-jax):
+# the freshly built wheel beside each notebook, and each notebook's first cell (the install
+# cell) executed from that folder in a Jupyter kernel, followed by imports of what the
+# notebooks use; then the installed version must be the wheel's. (The notebooks themselves run,
+# cell by cell with their results checked, once: in `make test`.)
+define colab_install_cells
+	rm -rf build/colab
+	mkdir -p build/colab
+	cp dist/*.whl build/colab/
+	$(1)/bin/python scripts/colab_install_cells.py build/colab notebooks/*.ipynb
+	cd build/colab && for notebook in *.ipynb; do \
+		../../$(1)/bin/jupyter-execute --timeout=300 "$$notebook" || exit 1; done
+	$(1)/bin/python -c "import importlib.metadata as m, glob; \
+		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
+		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
+endef
+
+# The built wheel, on Python 3.12 with the newest JAX: first installed as a Colab notebook
+# installs it (colab_install_cells, in a venv with Colab's packages), then with the test
+# extras, and tested from the unpacked sdist with its source package removed: what a user
+# gets, tested away from the source tree. (One venv for both: the same environment.)
 test-wheel: dist
 	rm -rf .venv-wheel build/wheel-test
 	$(PYTHON312) -m venv .venv-wheel
+	.venv-wheel/bin/python -m pip --quiet install $(COLAB_PACKAGES)
+	$(call colab_install_cells,.venv-wheel)
 	.venv-wheel/bin/python -m pip --quiet install "$$(ls dist/*.whl)[$(DEV_EXTRAS)]"
 	mkdir -p build/wheel-test
 	tar -xzf dist/*.tar.gz -C build/wheel-test --strip-components=1
@@ -75,22 +119,12 @@ test-wheel: dist
 	cd build/wheel-test && ../../.venv-wheel/bin/pytest -p no:cacheprovider --doctest-modules \
 		--pyargs lucid_jax
 
-# The notebooks as Colab runs them: a fresh venv with what a Colab runtime has (jax, flax and
-# the notebooks' libraries, not lucid-jax), the freshly built wheel beside each notebook, each
-# notebook executed from that folder (its first cell installs the wheel).
+# The Colab check alone (`make test-wheel` includes it), in a venv of its own.
 test-colab: dist
-	rm -rf .venv-colab build/colab
+	rm -rf .venv-colab
 	$(PYTHON312) -m venv .venv-colab
-	.venv-colab/bin/python -m pip --quiet install jax flax optax matplotlib scikit-learn \
-		nbclient nbformat ipykernel
-	mkdir -p build/colab
-	cp notebooks/*.ipynb dist/*.whl build/colab/
-	cd build/colab && for notebook in *.ipynb; do \
-		../../.venv-colab/bin/jupyter-execute --timeout=300 "$$notebook" || exit 1; done
-	@# The venv had no lucid-jax before the notebooks ran: the first cell installed the wheel.
-	.venv-colab/bin/python -c "import importlib.metadata as m, glob; \
-		wheel = glob.glob('dist/lucid_jax-*.whl')[0]; version = m.version('lucid-jax'); \
-		assert f'-{version}-' in wheel, (version, wheel); print('notebooks installed', wheel)"
+	.venv-colab/bin/python -m pip --quiet install $(COLAB_PACKAGES)
+	$(call colab_install_cells,.venv-colab)
 
 # The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
 # (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
@@ -133,14 +167,17 @@ test-pythons: $(UV)
 		ran="$$ran $$version"; done; \
 	echo "test-pythons: passed on Python$$ran; skipped (not installed):$${skipped:- none}"
 
-# The docs site, built strictly (a warning, a broken link or reference fails) into site/. The
-# notebooks are executed by the build, so it needs their libraries and the Flax extra too.
+# The docs site, built strictly (a warning, a broken link or reference fails) into site/,
+# with the notebooks as the suite executed them, and MathJax vendored from its npm package
+# (the site loads nothing from the network); then scripts/check_site.py checks the HTML.
 $(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[docs,flax,notebooks]"
+	$(PIP) install -e ".[docs]"
 	touch $@
 
-docs: $(VENV)/.docs-installed
+docs: $(VENV)/.docs-installed $(EXECUTED)/.done
+	$(BIN)/python scripts/vendor_mathjax.py docs/javascripts/mathjax
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+	$(BIN)/python scripts/check_site.py site
 
 # Sync each notebook's .ipynb with its jupytext source notebooks/NN_name.py (edit the .py).
 notebooks: $(VENV)/.dev-installed
@@ -155,14 +192,23 @@ scaling: $(VENV)/.dev-installed
 accuracy: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.accuracy --out benchmarks/results/accuracy.md
 
-lint: $(VENV)/.dev-installed
+# ruff, then pyright ("standard", configured in pyproject.toml) on the package, then the
+# completeness of the public API's types that py.typed promises (scripts/verify_types.py:
+# `pyright --verifytypes`, which fails on any unknown type but those Flax's base classes give).
+$(VENV)/.lint-installed: pyproject.toml $(VENV)/.dev-installed
+	$(PIP) install -e ".[$(DEV_EXTRAS),lint]"
+	touch $@
+
+lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks
+	$(BIN)/ruff format --check lucid_jax tests benchmarks notebooks scripts
+	$(BIN)/pyright --pythonpath $(BIN)/python --project $(CURDIR)
+	$(BIN)/python scripts/verify_types.py $(BIN)/pyright
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format lucid_jax tests benchmarks notebooks
+	$(BIN)/ruff format lucid_jax tests benchmarks notebooks scripts
 
 clean:
 	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist site .cache .pytest_cache .ruff_cache \
-		.hypothesis
+		.hypothesis docs/javascripts/mathjax

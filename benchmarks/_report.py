@@ -265,6 +265,93 @@ def plot(result: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: The overview figure's bars: lucid_jax in both layouts against its peers, each in its own
+#: layout (Flax's InstanceNorm is channels last, PyTorch's channels first).
+OVERVIEW = {
+    "lucid_cf": "lucid-jax, channels first",
+    "lucid_cl": "lucid-jax, channels last",
+    "flax_cl": "Flax linen.InstanceNorm (channels last)",
+    "torch_cf": "PyTorch F.instance_norm (channels first)",
+}
+
+
+def _shape_label(c: dict[str, Any]) -> str:
+    """``N=16 C=128`` over the spatial dims (and the data's mean where it is not zero)."""
+    n, channels, *spatial = c["shape"]
+    label = f"N={n} C={channels}\n{'×'.join(map(str, spatial))}"
+    mean = c["title"].partition(", mean ")[2]
+    return label + (f"\nmean {mean}" if mean else "")
+
+
+def overview(result: dict[str, Any], path: Path) -> bool:
+    """One readable figure: lucid-jax against Flax and PyTorch per float32 shape, forward and
+    forward+backward side by side, in units of R with the interquartile range. False (and no
+    file) when the run timed none of them."""
+    configs = [
+        c
+        for c in result["configs"]
+        if c["question"] == "speed"
+        and c["dtype"] == "float32"
+        and any(key in c["candidates"] for key in OVERVIEW)
+    ]
+    if not configs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in OVERVIEW if any(k in c["candidates"] for c in configs)]
+    width = 0.8 / len(keys)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
+    for ax, (phase, title) in zip(
+        axes, (("fwd", "forward"), ("fwd_bwd", "forward + backward")), strict=True
+    ):
+        for i, key in enumerate(keys):
+            for group, c in enumerate(configs):
+                timing = (c["candidates"].get(key) or {}).get(phase)
+                if not timing:
+                    continue
+                x = group - 0.4 + width * (i + 0.5)
+                value = timing["ratio_R"]
+                low, high = timing.get("ratio_R_q25", value), timing.get("ratio_R_q75", value)
+                ax.bar(
+                    x,
+                    value,
+                    width * 0.9,
+                    color=COLOURS.get(key, "#777777"),
+                    label=OVERVIEW[key] if group == 0 else None,
+                    yerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]],
+                    error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"},
+                )
+                ax.text(x, high, f" {value:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.axhline(1.0, color="#555555", linewidth=0.8, linestyle=":")
+        ax.set_xticks(
+            range(len(configs)),
+            [_shape_label(c) for c in configs],
+            fontsize=8,
+        )
+        ax.set_title(title, fontsize=11)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("median time / R  (lower is better)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(keys), fontsize=9, frameon=False)
+    m = result["machine"]
+    fig.suptitle(
+        "instance norm, float32, per input shape: time in units of R = jit(x*w+b), one read "
+        f"and one write of the input\n{m['backend']} ({m['cpu_model']}, "
+        f"{m['usable_cores']} cores), jax {m['jax']}, flax {m['flax']}"
+        + (f", torch {m['torch']}" if m.get("torch") else ""),
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 0.98))
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=150, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
 def write(result: dict[str, Any], out: Path, stem: str, descriptions: dict[str, str]) -> str:
     """``stem.json``, ``stem.md`` and ``stem.png`` in ``out``; the markdown report."""
     out.mkdir(parents=True, exist_ok=True)
@@ -272,4 +359,5 @@ def write(result: dict[str, Any], out: Path, stem: str, descriptions: dict[str, 
     write_atomic(out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
     write_atomic(out / f"{stem}.md", report)
     plot(result, out / f"{stem}.png")
+    overview(result, out / f"{stem}_overview.png")
     return report

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.typing import ArrayLike
 
 from lucid_jax import _core
@@ -243,12 +244,13 @@ def check_channel_axis(channel_axis: Any, ndim: int, caller: str = "instance_nor
         raise TypeError(
             f"{caller}: channel_axis must be a Python int; got {_describe(channel_axis)}."
         )
-    if not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
+    axis = operator.index(channel_axis)
+    if not -ndim <= axis < ndim or axis % ndim == 0:
         raise ValueError(
             f"{caller}: channel_axis must be an axis of the {ndim}-dim input other than "
             f"the batch axis 0 (1..{ndim - 1} or -{ndim - 1}..-1); got {channel_axis}."
         )
-    return int(channel_axis) % ndim
+    return axis % ndim
 
 
 def check_num_features(num_features: Any, caller: str) -> int:
@@ -315,7 +317,7 @@ def _check_variance_method(variance_method: Any) -> None:
 
 def _concrete_float(value: Any, name: str) -> float | None:
     """The value as a float, or None when it is traced (checked only when it can be)."""
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         return None
     try:
         array = np.asarray(value)

@@ -52,7 +52,7 @@ if importlib.util.find_spec("lucid_jax") is None:
 
 import lucid_jax
 
-print("lucid_jax", lucid_jax.__version__, "from", lucid_jax.__file__)
+print("lucid_jax", lucid_jax.__version__)
 
 # %%
 import jax

@@ -6,6 +6,7 @@ Loading this file also gives the test process 8 host (CPU) devices, in-process.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from hypothesis import settings
 
 #: Host devices of every test process (pytest-xdist workers too: each loads this file before
 #: collecting a test module), so that the sharding tests build 8-device meshes in-process. JAX
@@ -155,3 +157,11 @@ def run_python(*args: str, cwd, env=None, timeout: float = 300) -> subprocess.Co
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# Hypothesis: every example of tests/test_properties.py draws a new shape, so a new program to
+# compile; the default profile keeps `make test` short, `HYPOTHESIS_PROFILE=ci-long` searches
+# wider (e.g. `HYPOTHESIS_PROFILE=ci-long make test`).
+settings.register_profile("default", max_examples=12, deadline=None)
+settings.register_profile("ci-long", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -27,6 +27,8 @@ from benchmarks import _harness, _inputs, _targets, bench, compare, speed, vmap 
 
 pytest.importorskip("matplotlib")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+#: Run by `make test-peers`, where PyTorch is installed and its candidates are checked too.
+pytestmark = pytest.mark.benchmarks
 QUESTIONS = {"speed": speed, "vmap": vmap, "compare": compare}
 ERROR_KEYS = {"y", "fwd_bwd.y", "dx", "dw", "db"}
 
@@ -43,6 +45,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str
 def test_writes_json_markdown_and_png(quick_run: tuple[dict, Path, str]) -> None:
     result, out, report = quick_run
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ... and the one-figure overview docs/performance.md shows (lucid-jax, Flax, PyTorch).
+    assert (out / "bench_overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp"))
     assert result["questions"] == ["speed", "vmap", "compare"]
     for question in result["questions"]:

@@ -10,7 +10,9 @@ from hypothesis.extra import numpy as hnp
 
 import lucid_jax
 
-SETTINGS = settings(max_examples=40, deadline=None)
+#: The number of examples comes from the Hypothesis profile (conftest.py: 12 by default,
+#: 300 with HYPOTHESIS_PROFILE=ci-long).
+SETTINGS = settings(deadline=None)
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(2, 9), st.integers(1, 6))
 

@@ -206,6 +206,7 @@ def test_scaling_out_example_runs() -> None:
 # --- the scaling benchmark -------------------------------------------------------------------
 
 
+@pytest.mark.benchmarks
 def test_scaling_benchmark_quick_run(tmp_path: Path) -> None:
     # With this process's 8 host devices, main() measures here (no subprocess of its own).
     skip_without_source_tree("benchmarks")
