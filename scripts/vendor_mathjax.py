@@ -2,11 +2,12 @@
 
     python scripts/vendor_mathjax.py DEST
 
-fetches MathJax's npm package (pinned version, checked against the registry's sha512
-integrity) and extracts into ``DEST`` what the site uses: ``tex-mml-chtml.js``, the CHTML
-output's woff-v2 fonts (which the script loads relative to its own location) and the licence
-(Apache-2.0). ``make docs`` runs it into ``docs/javascripts/mathjax`` (ignored by git); nothing
-is fetched when ``DEST`` already holds this version.
+fetches MathJax's npm package with `npm pack` (the ordinary client; pinned version, checked
+against the registry's sha512 integrity) and extracts into ``DEST`` what the site uses:
+``tex-mml-chtml.js``, the CHTML output's woff-v2 fonts (which the script loads relative to its
+own location) and the licence (Apache-2.0). ``make docs`` runs it into
+``docs/javascripts/mathjax`` (ignored by git); nothing is fetched when ``DEST`` already holds
+this version.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import subprocess
 import sys
 import tarfile
-import urllib.request
+import tempfile
 from pathlib import Path
 
 VERSION = "3.2.2"
-TARBALL = f"https://registry.npmjs.org/mathjax/-/mathjax-{VERSION}.tgz"
+TARBALL = f"mathjax@{VERSION}"
 #: The registry's `dist.integrity` of that version (`npm view mathjax@3.2.2 dist.integrity`).
 INTEGRITY = (
     "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/"
@@ -33,10 +35,20 @@ WANTED = ("es5/tex-mml-chtml.js", "es5/output/chtml/fonts/woff-v2/", "LICENSE")
 
 
 def fetch() -> bytes:
-    with urllib.request.urlopen(TARBALL, timeout=60) as response:
-        data = response.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise SystemExit(f"{TARBALL}: more than {MAX_BYTES} bytes; refusing it")
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            subprocess.run(
+                ["npm", "pack", TARBALL, "--pack-destination", folder, "--silent"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                timeout=300,
+            )
+        except FileNotFoundError:
+            raise SystemExit("make docs needs npm (Node.js) to fetch MathJax") from None
+        (tarball,) = Path(folder).glob("*.tgz")
+        if tarball.stat().st_size > MAX_BYTES:
+            raise SystemExit(f"{TARBALL}: more than {MAX_BYTES} bytes; refusing it")
+        data = tarball.read_bytes()
     algorithm, _, expected = INTEGRITY.partition("-")
     digest = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
     if digest != expected:
