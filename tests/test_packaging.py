@@ -16,6 +16,8 @@ REPOSITORY = PROJECT["urls"]["Repository"]
 OTHER_PROJECTS = (
     "https://github.com/ChanLumerico/lucid",
     "https://github.com/huggingface/safetensors",
+    # The source of the number parse io/_serde_json_numbers.py restates (with its licence).
+    "https://github.com/serde-rs/json",
 )
 GITHUB = re.compile(r"(?:https://github\.com|colab\.research\.google\.com/github)/[\w.-]+/[\w.-]+")
 
