@@ -292,11 +292,14 @@ def normalize(
     compute_dtype = statistics_dtype(out_dtype)
     eps = jnp.asarray(eps, compute_dtype)
 
-    def channel(v: Array | None) -> Array | None:
-        return None if v is None else _per_channel(v.astype(compute_dtype), ndim, channel_axis)
+    def channel(v: Array) -> Array:
+        return _per_channel(v.astype(compute_dtype), ndim, channel_axis)
 
-    w, b = channel(weight), channel(bias)
+    w = None if weight is None else channel(weight)
+    b = None if bias is None else channel(bias)
     if not use_instance_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError("normalize: use_instance_stats=False needs both running statistics.")
         scale = lax.rsqrt(channel(running_var) + eps)
         if w is not None:
             scale = scale * w
@@ -308,7 +311,7 @@ def normalize(
     how = InstanceReduction(axes, variance_method, instance_axis)
     y, mean, var = train_normalize(x, w, b, eps, how)
     y = y.astype(out_dtype)
-    if running_mean is None or x.shape[0] == 0:
+    if running_mean is None or running_var is None or x.shape[0] == 0:
         # No running stats to update, or an empty batch: averaging it would write NaN.
         return y, running_mean, running_var
     return (

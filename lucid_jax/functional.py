@@ -18,16 +18,16 @@ from jax.typing import ArrayLike
 
 from lucid_jax import _core
 
+# The dtype rules of `instance_norm`, re-exported (`as`: for type checkers) for the layers over
+# it: `result_dtype(*dtypes)` is the output dtype (standard promotion of the floating input,
+# weight and bias, also under strict promotion); `statistics_dtype(dtype)` the dtype the
+# statistics (and running statistics) are kept in: float32, or float64 for 64-bit input.
+from lucid_jax._core import result_dtype as result_dtype
+from lucid_jax._core import statistics_dtype as statistics_dtype
+
 Array = jax.Array
 
 __all__ = ["InstanceNormOutput", "instance_norm"]
-
-#: The dtype rules of [`instance_norm`][lucid_jax.instance_norm], for the layers over it:
-#: `result_dtype(*dtypes)` is the output dtype (standard promotion of the floating input,
-#: weight and bias, also under strict promotion); `statistics_dtype(dtype)` the dtype the
-#: statistics (and running statistics) are kept in: float32, or float64 for 64-bit input.
-result_dtype = _core.result_dtype
-statistics_dtype = _core.statistics_dtype
 
 
 class InstanceNormOutput(NamedTuple):

@@ -62,19 +62,21 @@ def canonical_feature_axes(layer: str, name: str, value: Any, ndim: int) -> tupl
     `value` is one axis or a sequence of them (Flax's `Axes`); `name` is the argument it came
     from, for the errors. The batch axis 0 cannot be a feature axis.
     """
-    axes = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else (value,)
-    for axis in axes:
+    given = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else (value,)
+    axes: list[int] = []
+    for axis in given:
         if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
             raise TypeError(
                 f"{layer}: {name} must be an int or a sequence of ints (axes of the input); "
                 f"got {value!r}."
             )
+        axes.append(int(axis))
     if not all(-ndim <= axis < ndim for axis in axes):
         raise ValueError(
             f"{layer}: {name} must be axes of the {ndim}-dim input (1..{ndim - 1} or "
             f"-{ndim - 1}..-1); got {value!r}."
         )
-    canonical = tuple(sorted({int(axis) % ndim for axis in axes}))
+    canonical = tuple(sorted({axis % ndim for axis in axes}))
     if 0 in canonical:
         raise ValueError(
             f"{layer}: {name} must not include axis 0; got {value!r}. {_BATCH_AXIS_MESSAGE}"

@@ -162,7 +162,7 @@ def load_nnx_state(model: nnx.Module, source: Any) -> None:
             f"arrays; got {type(source).__name__}."
         )
     state = nnx.state(model)
-    target = flatten_dict(nnx.to_pure_dict(state))
+    target: dict[tuple, Any] = flatten_dict(nnx.to_pure_dict(state))
     values = _carry_over(caller, target, flatten_dict(dict(source)), linen=False)
     values = {  # the model's dtypes (a key array, e.g. an rng stream's, is never cast)
         path: value if value.dtype == target[path].dtype else value.astype(target[path].dtype)

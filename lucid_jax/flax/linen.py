@@ -223,17 +223,20 @@ class InstanceNorm(nn.Module):
 
         running_mean: Array | None = None
         running_var: Array | None = None
-        update = False
+        # The batch_stats variables when this call writes them: training, not initialising,
+        # and the collection mutable.
+        to_update: tuple[nn.Variable[Any], nn.Variable[Any]] | None = None
         if self.track_running_stats:
             running_dtype = statistics_dtype(jnp.dtype(self.param_dtype))
             ra_mean = self.variable("batch_stats", "mean", jnp.zeros, shape, running_dtype)
             ra_var = self.variable("batch_stats", "var", jnp.ones, shape, running_dtype)
-            update = (
+            if (
                 not use_running_average
                 and not self.is_initializing()
                 and self.is_mutable_collection("batch_stats")
-            )
-            if use_running_average or update:
+            ):
+                to_update = (ra_mean, ra_var)
+            if use_running_average or to_update is not None:
                 running_mean, running_var = ra_mean.value, ra_var.value
 
         y, new_mean, new_var = _common.normalize(
@@ -249,13 +252,14 @@ class InstanceNorm(nn.Module):
             axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups,
             # The batch axis need only exist when the running statistics are updated.
-            batch_axis_name=self.batch_axis_name if update else None,
+            batch_axis_name=self.batch_axis_name if to_update is not None else None,
             dtype=self.dtype,
             use_fast_variance=self.use_fast_variance,
         )
-        if update and new_mean is not None and new_var is not None:
-            ra_mean.value = new_mean
-            ra_var.value = new_var
+        if to_update is not None and new_mean is not None and new_var is not None:
+            mean_variable, var_variable = to_update
+            mean_variable.value = new_mean
+            var_variable.value = new_var
         return y
 
     def _merge_use_running_average(self, call_value: bool | None) -> bool:

@@ -161,7 +161,7 @@ class InstanceNorm(nnx.Module):
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
         scale_metadata: Mapping[str, Any] = MappingProxyType({}),
     ) -> None:
-        self.num_features = check_num_features(num_features, "InstanceNorm")
+        self.num_features: int = check_num_features(num_features, "InstanceNorm")
         shape = (self.num_features,)
         _common.check_settings("InstanceNorm", momentum=momentum, epsilon=epsilon)
         _common.choose_feature_axes("InstanceNorm", feature_axes, channel_axis)

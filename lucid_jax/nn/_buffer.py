@@ -64,7 +64,7 @@ class Buffer:
     __slots__ = ("_data", "_lock")
     __array_priority__ = 100
 
-    def __init__(self, data: ArrayLike, dtype: Any = None) -> None:
+    def __init__(self, data: ArrayLike | Buffer, dtype: Any = None) -> None:
         # The lock serialises the shim's read-compute-write of running statistics.
         self._lock = threading.Lock()
         self._data = jnp.asarray(unwrap(data), dtype=dtype)
@@ -163,7 +163,7 @@ class Parameter(Buffer):
 
     __slots__ = ()
 
-    def __init__(self, data: ArrayLike, dtype: Any = None) -> None:
+    def __init__(self, data: ArrayLike | Buffer, dtype: Any = None) -> None:
         if dtype is None and isinstance(data, (jax.Array, Buffer)) and data.dtype == np.float64:
             dtype = np.float32  # Lucid's Parameter demotes a float64 Tensor
         super().__init__(data, dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from typing import Any
+from typing import Any, overload
 
 from lucid_jax.nn._buffer import Parameter
 from lucid_jax.nn._module import Module
@@ -77,7 +77,13 @@ class Sequential(_NumberedModules):
       (1, 2, 4)
     """
 
-    def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
+    @overload
+    def __init__(self, *modules: Module) -> None: ...
+    @overload
+    def __init__(self, modules: OrderedDict[str, Module], /) -> None: ...
+
+    def __init__(self, *modules: Any) -> None:
+        # Each entry is checked by add_module (a Module, or a TypeError naming it).
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             for name, module in modules[0].items():

@@ -26,7 +26,7 @@ class _InstanceNorm(Module):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__()
-        self.num_features = check_num_features(num_features, type(self).__name__)
+        self.num_features: int = check_num_features(num_features, type(self).__name__)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from lucid_jax.nn._buffer import Buffer, unwrap
 
@@ -59,7 +60,7 @@ def loadable_state_value(where: str, key: str, value: Any, holder: Buffer) -> ja
       ValueError: as `checked_state_value`, or the conversion would lose a value.
     """
     array = _checked_array(where, key, value, holder)
-    if isinstance(array, jax.core.Tracer):
+    if isinstance(array, Tracer):
         raise TypeError(
             f"{where}: {key!r} is a traced value (load_state_dict was called under jax.jit, "
             "vmap, grad or another transformation); a module cannot keep it: the tracer would "

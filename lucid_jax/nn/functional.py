@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 from jax.typing import ArrayLike
 
 from lucid_jax import functional as _pure
@@ -75,17 +76,16 @@ def instance_norm(
       >>> mean
       Buffer([0.15, 0.35], dtype=float32)
     """
-    updates = training and isinstance(running_mean, Buffer) and isinstance(running_var, Buffer)
     arguments = (running_mean, running_var, weight, bias)
     # Every Buffer argument is read under its lock, so a load_state_dict swapping them in
     # another thread (under the same locks) is seen whole or not at all.
     holders = [argument for argument in arguments if isinstance(argument, Buffer)]
-    if not updates:
+    if not (training and isinstance(running_mean, Buffer) and isinstance(running_var, Buffer)):
         with holding_locks(holders):
-            arrays = [unwrap(argument) for argument in arguments]
+            mean, var, scale, shift = (unwrap(argument) for argument in arguments)
         if not training:
-            input_ = _promoted_for_eval(input_, arrays[0], arrays[1])
-        return _pure.instance_norm(input_, *arrays, training, momentum, eps)[0]
+            input_ = _promoted_for_eval(input_, mean, var)
+        return _pure.instance_norm(input_, mean, var, scale, shift, training, momentum, eps)[0]
     with holding_locks(holders):
         stat_dtype = _statistics_dtype(input_)
         result = _pure.instance_norm(
@@ -98,9 +98,10 @@ def instance_norm(
             momentum,
             eps,
         )
-        traced = isinstance(result.running_mean, jax.core.Tracer) or isinstance(
-            result.running_var, jax.core.Tracer
-        )
+        # Both running statistics were given, so the pure function returns both.
+        new_mean = cast(jax.Array, result.running_mean)
+        new_var = cast(jax.Array, result.running_var)
+        traced = isinstance(new_mean, Tracer) or isinstance(new_var, Tracer)
         if traced and (slot_of(running_mean) is None or slot_of(running_var) is None):
             raise TypeError(
                 "lucid_jax.nn.functional.instance_norm: called under a JAX transformation "
@@ -111,8 +112,8 @@ def instance_norm(
                 "new running stats, or call this outside the transformation. The Buffers were "
                 "left unchanged."
             )
-        running_mean.data = result.running_mean
-        running_var.data = result.running_var
+        running_mean.data = new_mean
+        running_var.data = new_var
     return result.output
 
 
