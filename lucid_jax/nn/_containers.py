@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from typing import Any, overload
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from lucid_jax.nn._buffer import Parameter
 from lucid_jax.nn._module import Module
@@ -147,7 +147,67 @@ class ModuleList(_NumberedModules):
             self._modules[str(position)] = module
 
 
-class ModuleDict(Module):
+EntryT = TypeVar("EntryT", Module, Parameter)
+
+
+class _EntriesByName(Module, Generic[EntryT]):
+    """A mapping of names to the entries of one registry (`_REGISTRY`): ModuleDict's children,
+    ParameterDict's parameters. Subclasses say how an entry is checked and registered
+    (`__setitem__`)."""
+
+    _REGISTRY: ClassVar[str]
+
+    def __init__(self, entries: Mapping[str, EntryT] | None = None) -> None:
+        super().__init__()
+        if entries is not None:
+            self.update(entries)
+
+    @property
+    def _entries(self) -> OrderedDict[str, EntryT]:
+        return self.__dict__[self._REGISTRY]
+
+    def __setitem__(self, key: str, entry: EntryT) -> None:
+        raise NotImplementedError
+
+    def update(self, entries: Mapping[str, EntryT]) -> None:
+        """Add or replace each entry of `entries`."""
+        for key, entry in entries.items():
+            self[key] = entry
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self._entries.clear()
+
+    def pop(self, key: str) -> EntryT:
+        """Remove the entry `key` and return it."""
+        return self._entries.pop(key)
+
+    def __getitem__(self, key: str) -> EntryT:
+        return self._entries[key]
+
+    def __delitem__(self, key: str) -> None:
+        del self._entries[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def keys(self) -> KeysView[str]:
+        return self._entries.keys()
+
+    def values(self) -> ValuesView[EntryT]:
+        return self._entries.values()
+
+    def items(self) -> ItemsView[str, EntryT]:
+        return self._entries.items()
+
+
+class ModuleDict(_EntriesByName[Module]):
     """Modules by name, registered as children under their keys, as `lucid.nn.ModuleDict`.
 
     Examples:
@@ -157,52 +217,15 @@ class ModuleDict(Module):
       ['norm.running_mean', 'norm.running_var']
     """
 
+    _REGISTRY = "_modules"
+
     def __init__(self, modules: Mapping[str, Module] | None = None) -> None:
-        super().__init__()
-        if modules is not None:
-            self.update(modules)
-
-    def update(self, modules: Mapping[str, Module]) -> None:
-        """Add or replace each entry of `modules`."""
-        for key, module in modules.items():
-            self[key] = module
-
-    def clear(self) -> None:
-        """Remove every entry."""
-        self._modules.clear()
-
-    def pop(self, key: str) -> Module:
-        """Remove the entry `key` and return it."""
-        return self._modules.pop(key)
-
-    def __getitem__(self, key: str) -> Module:
-        return self._modules[key]
+        super().__init__(modules)
 
     def __setitem__(self, key: str, module: Module) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"ModuleDict[{key!r}]: expected a Module; got {type(module).__name__}.")
         self.add_module(key, module)
-
-    def __delitem__(self, key: str) -> None:
-        del self._modules[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._modules
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._modules)
-
-    def keys(self) -> KeysView[str]:
-        return self._modules.keys()
-
-    def values(self) -> ValuesView[Module]:
-        return self._modules.values()
-
-    def items(self) -> ItemsView[str, Module]:
-        return self._modules.items()
 
 
 def _checked_parameter(owner: Module, method: str, param: Any) -> Parameter:
@@ -298,7 +321,7 @@ class ParameterList(Module):
         return _entries_repr(self)
 
 
-class ParameterDict(Module):
+class ParameterDict(_EntriesByName[Parameter]):
     """Parameters by name, registered under their keys, as `lucid.nn.ParameterDict`.
 
     Args:
@@ -317,50 +340,13 @@ class ParameterDict(Module):
       (['a', 'b'], True)
     """
 
+    _REGISTRY = "_parameters"
+
     def __init__(self, parameters: Mapping[str, Parameter] | None = None) -> None:
-        super().__init__()
-        if parameters is not None:
-            self.update(parameters)
-
-    def update(self, parameters: Mapping[str, Parameter]) -> None:
-        """Add or replace each entry of `parameters`."""
-        for key, param in parameters.items():
-            self[key] = param
-
-    def clear(self) -> None:
-        """Remove every entry."""
-        self._parameters.clear()
-
-    def pop(self, key: str) -> Parameter:
-        """Remove the entry `key` and return it."""
-        return self._parameters.pop(key)
-
-    def __getitem__(self, key: str) -> Parameter:
-        return self._parameters[key]
+        super().__init__(parameters)
 
     def __setitem__(self, key: str, param: Parameter) -> None:
         self.register_parameter(key, _checked_parameter(self, "__setitem__", param))
-
-    def __delitem__(self, key: str) -> None:
-        del self._parameters[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._parameters
-
-    def __len__(self) -> int:
-        return len(self._parameters)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._parameters)
-
-    def keys(self) -> KeysView[str]:
-        return self._parameters.keys()
-
-    def values(self) -> ValuesView[Parameter]:
-        return self._parameters.values()
-
-    def items(self) -> ItemsView[str, Parameter]:
-        return self._parameters.items()
 
     def __repr__(self) -> str:
         return _entries_repr(self)
