@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-READER = HERE.parent / "lucid_jax" / "io" / "_pickle_reader.py"
+
+
+def reader_path() -> Path:
+    """The installed (or, in a clone, the source tree's) `lucid_jax/io/_pickle_reader.py`,
+    found without importing `lucid_jax` (which would import JAX)."""
+    spec = importlib.util.find_spec("lucid_jax")
+    assert spec is not None and spec.submodule_search_locations, "lucid_jax is not installed"
+    return Path(next(iter(spec.submodule_search_locations))) / "io" / "_pickle_reader.py"
+
+
 #: The child's address-space limit: far above what any mutant (at most a few kB) may cost.
 ADDRESS_SPACE_LIMIT = 2 * 2**30
 
@@ -203,7 +212,7 @@ def main(examples: int) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    spec = importlib.util.spec_from_file_location("_pickle_reader", READER)
+    spec = importlib.util.spec_from_file_location("_pickle_reader", reader_path())
     assert spec is not None and spec.loader is not None
     reader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reader)
