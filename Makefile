@@ -131,7 +131,7 @@ test-colab: dist
 test-oldest:
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
-	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_PINS) pytest pytest-xdist hypothesis \
+	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_PINS) "pytest<9.2" pytest-xdist hypothesis \
 		scipy chex optax scikit-learn
 	.venv-oldest/bin/python -m pip --quiet install --no-deps .
 	.venv-oldest/bin/python -m pip check

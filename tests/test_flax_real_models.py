@@ -33,6 +33,9 @@ OURS_FAST = (
     + "; import functools; InstanceNorm = functools.partial(InstanceNorm, use_fast_variance=True)"
 )
 VARIANTS = {"flax": None, "ours": OURS, "ours_fast": OURS_FAST}
+#: One worker runs this module, so that each model's runs (module-scoped, mostly compilation)
+#: are computed once rather than once per worker that gets one of its tests.
+pytestmark = pytest.mark.xdist_group("flax_real_models")
 STEPS = 4
 
 
