@@ -8,6 +8,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --quiet
+# Packages are installed by uv (from PyPI, into .venv first): it resolves and fills an
+# environment in seconds where pip takes tens of seconds, which is most of what each CI step
+# spends outside its tests. `$(INSTALL) <venv python> <requirements>`. pip stays for PyTorch
+# (see TORCH) and for what Colab itself runs (the notebooks' `%pip install` cells).
+UV      := $(BIN)/uv
+INSTALL := $(UV) pip install --quiet --python
 # What `make test` installs: the package (editable) with the extras its tests touch. Not
 # torch: the comparisons with PyTorch skip without it (`make test-peers` runs them).
 DEV_EXTRAS := dev,flax,notebooks,bench
@@ -32,17 +38,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+$(UV): | $(BIN)/python
+	$(PIP) install "uv>=0.9"
+
 SOURCES := $(shell find lucid_jax -name "*.py")
 
 # The demo installs the package as a user would (not editable: setuptools warns about every
 # editable mode), again whenever a source file changes.
-$(VENV)/.core-installed: pyproject.toml $(SOURCES) | $(BIN)/python
-	$(PIP) install .
+$(VENV)/.core-installed: pyproject.toml $(SOURCES) | $(UV)
+	$(INSTALL) $(BIN)/python --reinstall-package lucid-jax .
 	touch $@
 
 # The tests run against the sources (editable install, and `python -m pytest` from the root).
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[$(DEV_EXTRAS)]"
+$(VENV)/.dev-installed: pyproject.toml | $(UV)
+	$(INSTALL) $(BIN)/python -e ".[$(DEV_EXTRAS)]"
 	touch $@
 
 demo: $(VENV)/.core-installed
@@ -77,7 +86,7 @@ test-peers: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m benchmarks
 
 dist: $(VENV)/.dev-installed
-	$(PIP) install -e ".[release]"
+	$(INSTALL) $(BIN)/python -e ".[release]"
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
@@ -109,9 +118,9 @@ endef
 test-wheel: dist
 	rm -rf .venv-wheel build/wheel-test
 	$(PYTHON312) -m venv .venv-wheel
-	.venv-wheel/bin/python -m pip --quiet install $(COLAB_PACKAGES)
+	$(INSTALL) .venv-wheel/bin/python $(COLAB_PACKAGES)
 	$(call colab_install_cells,.venv-wheel)
-	.venv-wheel/bin/python -m pip --quiet install "$$(ls dist/*.whl)[$(DEV_EXTRAS)]"
+	$(INSTALL) .venv-wheel/bin/python "$$(ls dist/*.whl)[$(DEV_EXTRAS)]"
 	mkdir -p build/wheel-test
 	tar -xzf dist/*.tar.gz -C build/wheel-test --strip-components=1
 	rm -rf build/wheel-test/lucid_jax
@@ -123,18 +132,18 @@ test-wheel: dist
 test-colab: dist
 	rm -rf .venv-colab
 	$(PYTHON312) -m venv .venv-colab
-	.venv-colab/bin/python -m pip --quiet install $(COLAB_PACKAGES)
+	$(INSTALL) .venv-colab/bin/python $(COLAB_PACKAGES)
 	$(call colab_install_cells,.venv-colab)
 
 # The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
 # (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
-test-oldest:
+test-oldest: | $(UV)
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
-	.venv-oldest/bin/python -m pip --quiet install $(OLDEST_PINS) "pytest<9.2" pytest-xdist hypothesis \
+	$(INSTALL) .venv-oldest/bin/python $(OLDEST_PINS) "pytest<9.2" pytest-xdist hypothesis \
 		scipy chex optax scikit-learn
-	.venv-oldest/bin/python -m pip --quiet install --no-deps .
-	.venv-oldest/bin/python -m pip check
+	$(INSTALL) .venv-oldest/bin/python --no-deps .
+	$(UV) pip check --quiet --python .venv-oldest/bin/python
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
 		--ignore=test_bench_smoke.py
 
@@ -145,10 +154,6 @@ test-oldest:
 PYTHONS ?= 3.11 3.12 3.13 3.14
 # Extra pytest arguments for each run of test-pythons (e.g. a subset: `tests/test_numerics.py`).
 PYTHONS_PYTEST_ARGS ?=
-UV := $(BIN)/uv
-
-$(UV): | $(BIN)/python
-	$(PIP) install uv
 
 .PHONY: test-pythons
 test-pythons: $(UV)
@@ -170,8 +175,8 @@ test-pythons: $(UV)
 # The docs site, built strictly (a warning, a broken link or reference fails) into site/,
 # with the notebooks as the suite executed them, and MathJax vendored from its npm package
 # (the site loads nothing from the network); then scripts/check_site.py checks the HTML.
-$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e ".[docs]"
+$(VENV)/.docs-installed: pyproject.toml | $(UV)
+	$(INSTALL) $(BIN)/python -e ".[docs]"
 	touch $@
 
 docs: $(VENV)/.docs-installed $(EXECUTED)/.done
@@ -196,7 +201,7 @@ accuracy: $(VENV)/.dev-installed
 # completeness of the public API's types that py.typed promises (scripts/verify_types.py:
 # `pyright --verifytypes`, which fails on any unknown type but those Flax's base classes give).
 $(VENV)/.lint-installed: pyproject.toml $(VENV)/.dev-installed
-	$(PIP) install -e ".[$(DEV_EXTRAS),lint]"
+	$(INSTALL) $(BIN)/python -e ".[$(DEV_EXTRAS),lint]"
 	touch $@
 
 lint: $(VENV)/.lint-installed
