@@ -23,8 +23,10 @@ running_var  ← momentum · mean_n(var[n, :])  + (1 - momentum) · running_var
 The program is the same on every backend and for every value: no branch depends on the data
 (no `lax.cond`/`while_loop`), so nothing stalls the host on GPU, `vmap` runs one
 program, and sharding adds no collective beyond the statistics themselves. The only
-backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_barrier.cpu_only_barrier`),
-chosen when the program is lowered for a platform.
+backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_barrier.cpu_only_barrier`)
+and, on an XLA:CPU that adds rows in sequence (jaxlib < 0.10.2), float64 accumulation of the
+instance sums (`lucid_jax._cpu_sums.instance_sum`), both chosen when the program is lowered
+for a platform.
 """
 
 from __future__ import annotations

@@ -25,9 +25,12 @@ reduction is an ordinary reduction to the partitioner.
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
-import jaxlib
+import jaxlib.version
+from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -43,7 +46,7 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 #: Whether this jaxlib's XLA:CPU adds a row's terms in sequence (jaxlib < 0.10.2, measured).
-SEQUENTIAL_CPU_SUMS = _version(jaxlib.__version__) < (0, 10, 2)
+SEQUENTIAL_CPU_SUMS = _version(jaxlib.version.__version__) < (0, 10, 2)
 
 
 def instance_sum(v: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -70,7 +73,22 @@ def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...
 
 
 def _abstract_eval(v, *, axes):
-    return v.update(shape=_kept_shape(v.shape, axes))
+    shape = _kept_shape(v.shape, axes)
+    sharding = getattr(v, "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    if (
+        sharding is None
+        or spec is None
+        or not any(spec[a] is not None for a in axes if a < len(spec))
+    ):
+        return v.update(shape=shape)
+    # With explicit sharding, a reduced axis is no longer split: its sum is whole on every
+    # device that holds the instance (as `jnp.sum`'s keepdims result).
+    kept = type(spec)(*(None if i in axes else entry for i, entry in enumerate(spec)))
+    # NamedSharding.update(spec=...) since jax 0.7; with_spec before (and gone by 0.10).
+    if hasattr(sharding, "update"):
+        return v.update(shape=shape, sharding=sharding.update(spec=kept))
+    return v.update(shape=shape, sharding=sharding.with_spec(kept))
 
 
 def _impl(v, *, axes):
@@ -90,17 +108,24 @@ def _float64_sum(v, *, axes):
 def _enable_x64():
     if hasattr(jax, "enable_x64"):
         return jax.enable_x64(True)
-    # jax 0.7 has the same context manager only as jax.experimental.enable_x64.
-    from jax.experimental import enable_x64
-
-    return enable_x64()
+    # jax 0.7 and older have the same context manager only as jax.experimental.enable_x64.
+    return importlib.import_module("jax.experimental").enable_x64()
 
 
 def _transpose(cotangent, v, *, axes):
-    shape = v.aval.shape
     if type(cotangent) is ad.Zero:
         return [ad.Zero(v.aval)]
-    return [jnp.broadcast_to(cotangent, shape)]
+    # Back to the operand's shape and, with explicit sharding, its sharding (as reduce_sum's
+    # transpose does): a size-1 axis broadcast to a split one.
+    aval = v.aval
+    sharding = getattr(aval, "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    out_sharding = sharding if spec is not None and any(e is not None for e in spec) else None
+    return [
+        lax.broadcast_in_dim(
+            cotangent, aval.shape, tuple(range(aval.ndim)), out_sharding=out_sharding
+        )
+    ]
 
 
 def _batch(args, dims, *, axes):
