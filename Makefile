@@ -21,8 +21,10 @@ DEV_EXTRAS := dev,flax,notebooks,bench
 # elsewhere choose the CPU build, e.g.
 #   make test-peers TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
-# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml).
-OLDEST_PINS := jax==0.10.2 jaxlib==0.10.2 numpy==2.0.2 flax==0.12.5
+# The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml):
+# the core on jax 0.6.1, then the flax extra's floor, flax 0.12.5, on the oldest jax it takes.
+OLDEST_PINS := jax==0.6.1 jaxlib==0.6.1 numpy==2.0.2
+OLDEST_FLAX_PINS := flax==0.12.5 jax==0.8.1 jaxlib==0.8.1
 PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
 
 # A second Python, 3.12 (Colab's), where one is installed: `make test-wheel` and
@@ -135,8 +137,11 @@ test-colab: dist
 	$(INSTALL) .venv-colab/bin/python $(COLAB_PACKAGES)
 	$(call colab_install_cells,.venv-colab)
 
-# The suite against the oldest declared jax, jaxlib, numpy and flax, the package installed
-# (not editable) and the tests run from tests/ (so that the clone's sources are not imported).
+# The suite against the oldest declared jax, jaxlib and numpy, the package installed (not
+# editable) and the tests run from tests/ (so that the clone's sources are not imported); the
+# Flax tests skip there (no flax), then run on the flax extra's floor, which needs jax 0.8.1,
+# with the numerics and the docs' examples (both XLA:CPUs add rows in sequence: the float64
+# instance sums of lucid_jax/_cpu_sums.py are what these two runs prove).
 test-oldest: | $(UV)
 	rm -rf .venv-oldest
 	$(PYTHON) -m venv .venv-oldest
@@ -146,6 +151,10 @@ test-oldest: | $(UV)
 	$(UV) pip check --quiet --python .venv-oldest/bin/python
 	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
 		--ignore=test_bench_smoke.py
+	$(INSTALL) .venv-oldest/bin/python $(OLDEST_FLAX_PINS)
+	$(UV) pip check --quiet --python .venv-oldest/bin/python
+	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) test_flax_*.py test_numerics.py \
+		test_cpu_sums.py test_docs_examples.py
 
 # The suite (not the notebooks, not the benchmarks) on each Python of PYTHONS this machine
 # has, each with the newest JAX pip can give it, in an environment uv makes (uv comes from

@@ -23,8 +23,10 @@ running_var  ← momentum · mean_n(var[n, :])  + (1 - momentum) · running_var
 The program is the same on every backend and for every value: no branch depends on the data
 (no `lax.cond`/`while_loop`), so nothing stalls the host on GPU, `vmap` runs one
 program, and sharding adds no collective beyond the statistics themselves. The only
-backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_barrier.cpu_only_barrier`),
-chosen when the program is lowered for a platform.
+backend-specific pieces are XLA:CPU fusion hints (`lucid_jax._cpu_barrier.cpu_only_barrier`)
+and, on an XLA:CPU that adds rows in sequence (jaxlib < 0.10.2), float64 accumulation of the
+instance sums (`lucid_jax._cpu_sums.instance_sum`), both chosen when the program is lowered
+for a platform.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lucid_jax._cpu_barrier import cpu_only_barrier
+from lucid_jax._cpu_sums import instance_sum
 
 Array = jax.Array
 
@@ -121,7 +124,7 @@ def _mean(x: Array, how: InstanceReduction) -> Array:
     barrier (`N·C` elements: free on every backend), keeps the division. With an
     `instance_axis`, the means of the equal shares are averaged across it.
     """
-    total = jnp.sum(x, axis=how.axes, keepdims=True)
+    total = instance_sum(x, how.axes)
     count = lax.optimization_barrier(jnp.full_like(total, math.prod(x.shape[a] for a in how.axes)))
     return _across(total / count, how.instance_axis)
 
@@ -244,8 +247,9 @@ def _train_normalize_jvp(how, primals, tangents):
     shifted_for_reduction = x_read.astype(dtype) - shift_read
     scale = inv_std if weight is None else inv_std * weight
     axes, instance_axis = how.axes, how.instance_axis
-    dmean = _across(jnp.mean(dx, axis=axes, keepdims=True), instance_axis)
-    shifted_dx_mean = _across(jnp.mean(shifted * dx, axis=axes, keepdims=True), instance_axis)
+    count = math.prod(x.shape[a] for a in axes)
+    dmean = _across(instance_sum(dx, axes) / count, instance_axis)
+    shifted_dx_mean = _across(instance_sum(shifted * dx, axes) / count, instance_axis)
     dvar = 2 * (shifted_dx_mean - centred_mean * dmean)
     dinv_std = -0.5 * inv_std**3 * (dvar + deps)
     dscale = dinv_std if weight is None else dinv_std * weight + inv_std * per_instance(dweight)

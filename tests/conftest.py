@@ -24,6 +24,18 @@ from hypothesis import settings
 HOST_DEVICE_COUNT = 8
 jax.config.update("jax_num_cpu_devices", HOST_DEVICE_COUNT)
 
+if not hasattr(jax, "enable_x64"):
+    # jax 0.7 and older (down to the floor, `make test-oldest`) have the same context manager
+    # only as jax.experimental.enable_x64; jax 0.8 made it public. The tests use the public name.
+    from jax.experimental import enable_x64
+
+    jax.enable_x64 = enable_x64
+
+if not hasattr(jax, "set_mesh"):
+    # jax 0.6 (the oldest supported) names the context manager that makes a mesh current, for
+    # explicit sharding, jax.sharding.use_mesh; jax 0.7 added jax.set_mesh, which the tests use.
+    jax.set_mesh = jax.sharding.use_mesh
+
 DATA = Path(__file__).parent / "data"
 FIXTURE = "lucid_2_14_5_instance_norm"
 #: The recording scripts under data/ need the real Lucid, and real_models/ holds copied Flax
