@@ -159,6 +159,22 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def unoptimised_compiles():
+    """XLA's optimisation passes off for the test (`jax_disable_most_optimizations`).
+
+    For tests that compile many small programs (each derivative `check_grads` builds is one) and
+    run each a few times: optimising them costs more than it saves (half of such a test's time).
+    The programs compute the same maths; only the rounding of a fused operation may differ, so
+    a test using this compares at tolerances far above it (float64 derivative checks).
+    """
+    name = "jax_disable_most_optimizations"
+    previous = jax.config.read(name)
+    jax.config.update(name, True)
+    yield
+    jax.config.update(name, previous)
+
+
 # Hypothesis: every example of tests/test_properties.py draws a new shape, so a new program to
 # compile; the default profile keeps `make test` short, `HYPOTHESIS_PROFILE=ci-long` searches
 # wider (e.g. `HYPOTHESIS_PROFILE=ci-long make test`).

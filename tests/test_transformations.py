@@ -91,6 +91,7 @@ def _jitted_loss(channel_axis=1, variance_method="two_pass"):
     return jax.jit(_loss_fn(channel_axis, variance_method))
 
 
+@pytest.mark.usefixtures("unoptimised_compiles")
 @pytest.mark.parametrize("channel_axis", [1, -1])
 def test_grads_second_order_both_modes_float64(rng, channel_axis):
     with jax.enable_x64(True):
@@ -115,6 +116,7 @@ def test_grads_second_order_both_modes_float64(rng, channel_axis):
         )
 
 
+@pytest.mark.usefixtures("unoptimised_compiles")
 def test_grads_of_eval_mode_and_running_stats_float64(rng):
     with jax.enable_x64(True):
         x, rm, rv, w, b = _data(rng, (2, 3, 4), np.float64)
@@ -222,6 +224,7 @@ def test_eval_returns_running_stats_unchanged_and_uses_them(rng):
     )
 
 
+@pytest.mark.usefixtures("unoptimised_compiles")
 @pytest.mark.parametrize("variance_method", ["two_pass", "one_pass"])
 @pytest.mark.parametrize("offset", [0.3, 50.0])
 def test_grads_second_order_with_each_variance_method_float64(rng, offset, variance_method):
