@@ -5,6 +5,7 @@ Loading this file also gives the test process 8 host (CPU) devices, in-process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -159,20 +160,29 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture
-def unoptimised_compiles():
-    """XLA's optimisation passes off for the test (`jax_disable_most_optimizations`).
+@contextlib.contextmanager
+def xla_optimisations_off():
+    """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`).
 
-    For tests that compile many small programs (each derivative `check_grads` builds is one) and
-    run each a few times: optimising them costs more than it saves (half of such a test's time).
-    The programs compute the same maths; only the rounding of a fused operation may differ, so
-    a test using this compares at tolerances far above it (float64 derivative checks).
+    For tests that compile many programs (each derivative `check_grads` builds is one; a model's
+    training step) and run each a few times: optimising them costs more than it saves (about
+    half of such a test's time). The programs compute the same maths; only the rounding of a
+    fused operation may differ, so a test using this compares at tolerances above it.
     """
     name = "jax_disable_most_optimizations"
     previous = jax.config.read(name)
     jax.config.update(name, True)
-    yield
-    jax.config.update(name, previous)
+    try:
+        yield
+    finally:
+        jax.config.update(name, previous)
+
+
+@pytest.fixture
+def unoptimised_compiles():
+    """`xla_optimisations_off` for the test."""
+    with xla_optimisations_off():
+        yield
 
 
 # Hypothesis: every example of tests/test_properties.py draws a new shape, so a new program to
