@@ -86,6 +86,7 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
+@pytest.mark.usefixtures("unoptimised_compiles")
 def test_linen_cnn_learns_digits_and_running_stats_settle(digits):
     """Trained the way Flax's guides train BatchNorm models: a TrainState with batch_stats."""
     x_train, y_train, x_test, y_test = digits
@@ -156,6 +157,7 @@ class NnxCNN(nnx.Module):
         return self.head(x.reshape(x.shape[0], -1))
 
 
+@pytest.mark.usefixtures("unoptimised_compiles")
 def test_nnx_cnn_learns_digits_and_running_stats_settle(digits):
     x_train, y_train, x_test, y_test = digits
     model = NnxCNN(nnx.Rngs(0))
