@@ -31,6 +31,7 @@ PAGES = [
 REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
 
 
+@pytest.mark.usefixtures("unoptimised_compiles")
 @pytest.mark.parametrize("page", PAGES)
 def test_the_page_examples_run(page, tmp_path, monkeypatch):
     path = ROOT / page
