@@ -165,22 +165,30 @@ def xla_optimisations_off():
     """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`).
 
     For tests that compile many programs (each derivative `check_grads` builds is one; a model's
-    training step) and run each a few times: optimising them costs more than it saves (about
-    half of such a test's time). The programs compute the same maths; only the rounding of a
-    fused operation may differ, so a test using this compares at tolerances above it.
+    training step; a Flax initialiser's truncated normal) and run each a few times: optimising
+    them costs more than it saves (about half of such a test's time). The programs compute the
+    same maths; only the rounding of a fused operation may differ, so a test using this
+    compares at tolerances above it.
+
+    JAX's caches of compiled programs do not key on this flag: they are cleared on entry and on
+    exit, so that no program compiled one way is reused where the other is in force (a test
+    comparing two programs bit for bit would otherwise compare an optimised with an unoptimised
+    one).
     """
     name = "jax_disable_most_optimizations"
     previous = jax.config.read(name)
+    jax.clear_caches()
     jax.config.update(name, True)
     try:
         yield
     finally:
+        jax.clear_caches()
         jax.config.update(name, previous)
 
 
-@pytest.fixture
-def unoptimised_compiles():
-    """`xla_optimisations_off` for the test."""
+@pytest.fixture(scope="module")
+def unoptimised_module():
+    """`xla_optimisations_off` for the module's tests (their compiled programs shared)."""
     with xla_optimisations_off():
         yield
 

@@ -28,10 +28,13 @@ PAGES = [
 ]
 
 
+#: Most of the pages' time was optimising the programs they compile (Flax's initialisers above
+#: all; `conftest.xla_optimisations_off`); their asserts compare names and allclose values.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
+
 REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
 
 
-@pytest.mark.usefixtures("unoptimised_compiles")
 @pytest.mark.parametrize("page", PAGES)
 def test_the_page_examples_run(page, tmp_path, monkeypatch):
     path = ROOT / page

@@ -32,6 +32,10 @@ datasets = pytest.importorskip("sklearn.datasets")
 STEPS = 150
 BATCH = 64
 N_TRAIN = 1500
+#: Optimising the compiled programs (Flax's truncated-normal initialisers above all: 4.5 s for
+#: one kernel shape) was most of these tests' time (`conftest.xla_optimisations_off`); the
+#: training curves agree with the optimised run's to 4 digits.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +90,6 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
-@pytest.mark.usefixtures("unoptimised_compiles")
 def test_linen_cnn_learns_digits_and_running_stats_settle(digits):
     """Trained the way Flax's guides train BatchNorm models: a TrainState with batch_stats."""
     x_train, y_train, x_test, y_test = digits
@@ -157,7 +160,6 @@ class NnxCNN(nnx.Module):
         return self.head(x.reshape(x.shape[0], -1))
 
 
-@pytest.mark.usefixtures("unoptimised_compiles")
 def test_nnx_cnn_learns_digits_and_running_stats_settle(digits):
     x_train, y_train, x_test, y_test = digits
     model = NnxCNN(nnx.Rngs(0))

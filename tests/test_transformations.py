@@ -15,6 +15,11 @@ from jax.test_util import check_grads
 import lucid_jax
 from lucid_jax.nn import Buffer
 
+#: The derivative checks compile some 20 small programs each and run them a few times:
+#: optimising them was half their time (`conftest.xla_optimisations_off`). Every comparison
+#: here is within a tolerance far above the rounding an optimisation could change.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
+
 
 def _data(rng, shape=(3, 4, 5, 6), dtype=np.float32):
     c = shape[1]
@@ -91,7 +96,6 @@ def _jitted_loss(channel_axis=1, variance_method="two_pass"):
     return jax.jit(_loss_fn(channel_axis, variance_method))
 
 
-@pytest.mark.usefixtures("unoptimised_compiles")
 @pytest.mark.parametrize("channel_axis", [1, -1])
 def test_grads_second_order_both_modes_float64(rng, channel_axis):
     with jax.enable_x64(True):
@@ -116,7 +120,6 @@ def test_grads_second_order_both_modes_float64(rng, channel_axis):
         )
 
 
-@pytest.mark.usefixtures("unoptimised_compiles")
 def test_grads_of_eval_mode_and_running_stats_float64(rng):
     with jax.enable_x64(True):
         x, rm, rv, w, b = _data(rng, (2, 3, 4), np.float64)
@@ -224,7 +227,6 @@ def test_eval_returns_running_stats_unchanged_and_uses_them(rng):
     )
 
 
-@pytest.mark.usefixtures("unoptimised_compiles")
 @pytest.mark.parametrize("variance_method", ["two_pass", "one_pass"])
 @pytest.mark.parametrize("offset", [0.3, 50.0])
 def test_grads_second_order_with_each_variance_method_float64(rng, offset, variance_method):
