@@ -203,7 +203,7 @@ def step(image, opt_state):
 stylised = recoloured
 opt_state = optimizer.init(stylised)
 loss_history = []
-for _ in range(300):
+for _ in range(100):
     stylised, opt_state, loss = step(stylised, opt_state)
     loss_history.append(float(loss))
 loss_history = np.asarray(loss_history)

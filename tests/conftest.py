@@ -5,6 +5,7 @@ Loading this file also gives the test process 8 host (CPU) devices, in-process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -169,6 +170,39 @@ def run_python(*args: str, cwd, env=None, timeout: float = 300) -> subprocess.Co
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@contextlib.contextmanager
+def xla_optimisations_off():
+    """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`).
+
+    For tests that compile many programs (each derivative `check_grads` builds is one; a model's
+    training step; a Flax initialiser's truncated normal) and run each a few times: optimising
+    them costs more than it saves (about half of such a test's time). The programs compute the
+    same maths; only the rounding of a fused operation may differ, so a test using this
+    compares at tolerances above it.
+
+    JAX's caches of compiled programs do not key on this flag: they are cleared on entry and on
+    exit, so that no program compiled one way is reused where the other is in force (a test
+    comparing two programs bit for bit would otherwise compare an optimised with an unoptimised
+    one).
+    """
+    name = "jax_disable_most_optimizations"
+    previous = jax.config.read(name)
+    jax.clear_caches()
+    jax.config.update(name, True)
+    try:
+        yield
+    finally:
+        jax.clear_caches()
+        jax.config.update(name, previous)
+
+
+@pytest.fixture(scope="module")
+def unoptimised_module():
+    """`xla_optimisations_off` for the module's tests (their compiled programs shared)."""
+    with xla_optimisations_off():
+        yield
 
 
 # Hypothesis: every example of tests/test_properties.py draws a new shape, so a new program to

@@ -28,6 +28,10 @@ PAGES = [
 ]
 
 
+#: Most of the pages' time was optimising the programs they compile (Flax's initialisers above
+#: all; `conftest.xla_optimisations_off`); their asserts compare names and allclose values.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
+
 REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
 #: A block that uses Flax (or our Flax layers): it needs the flax extra.
 USES_FLAX = re.compile(

@@ -32,6 +32,10 @@ datasets = pytest.importorskip("sklearn.datasets")
 STEPS = 150
 BATCH = 64
 N_TRAIN = 1500
+#: Optimising the compiled programs (Flax's truncated-normal initialisers above all: 4.5 s for
+#: one kernel shape) was most of these tests' time (`conftest.xla_optimisations_off`); the
+#: training curves agree with the optimised run's to 4 digits.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,11 @@ from jax.test_util import check_grads
 import lucid_jax
 from lucid_jax.nn import Buffer
 
+#: The derivative checks compile some 20 small programs each and run them a few times:
+#: optimising them was half their time (`conftest.xla_optimisations_off`). Every comparison
+#: here is within a tolerance far above the rounding an optimisation could change.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
+
 
 def _data(rng, shape=(3, 4, 5, 6), dtype=np.float32):
     c = shape[1]
