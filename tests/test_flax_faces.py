@@ -36,9 +36,6 @@ from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
 
 #: What a face builds unless a test says otherwise: Lucid's running statistics and eps.
-#: Each test compiles a handful of small programs and runs them once: optimising them would be
-#: most of its time (`conftest.xla_optimisations_off`; the comparisons are within rounding).
-pytestmark = pytest.mark.usefixtures("unoptimised_module")
 TRACKING = {"track_running_stats": True, "epsilon": 1e-5}
 
 

@@ -12,10 +12,6 @@ import lucid_jax
 import lucid_jax.nn.functional as F
 from lucid_jax.nn import Buffer, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 
-#: Each case compiles its own small programs and runs them once: optimising them would be a
-#: good part of its time (`conftest.xla_optimisations_off`); the tolerances are far above the
-#: rounding an optimisation could change.
-pytestmark = pytest.mark.usefixtures("unoptimised_module")
 DTYPES = {"float32": dict(rtol=2e-4, atol=2e-5), "float64": dict(rtol=1e-10, atol=1e-10)}
 MODULES = {
     "InstanceNorm1d": InstanceNorm1d,
