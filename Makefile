@@ -13,7 +13,9 @@ PIP    := $(BIN)/python -m pip --quiet
 # spends outside its tests. `$(INSTALL) <venv python> <requirements>`. pip stays for PyTorch
 # (see TORCH) and for what Colab itself runs (the notebooks' `%pip install` cells).
 UV      := $(BIN)/uv
-INSTALL := $(UV) pip install --quiet --python
+# --compile-bytecode: as pip does, so that the suite's workers do not each compile the
+# installed packages' bytecode on first import, inside the time of `make test`.
+INSTALL := $(UV) pip install --quiet --compile-bytecode --python
 # What `make test` installs: the package (editable) with the extras its tests touch. Not
 # torch: the comparisons with PyTorch skip without it (`make test-peers` runs them).
 DEV_EXTRAS := dev,flax,notebooks,bench
@@ -90,7 +92,7 @@ test-peers: $(VENV)/.dev-installed
 dist: $(VENV)/.dev-installed
 	$(INSTALL) $(BIN)/python -e ".[release]"
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(UV) build --quiet --out-dir dist .
 	$(BIN)/python -m twine check --strict dist/*
 
 # What a Colab runtime has: jax, flax and the notebooks' libraries, not lucid-jax.
