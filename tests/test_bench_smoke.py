@@ -33,6 +33,10 @@ QUESTIONS = {"speed": speed, "vmap": vmap, "compare": compare}
 ERROR_KEYS = {"y", "fwd_bwd.y", "dx", "dw", "db"}
 
 
+#: The tests of the one quick run share a worker, so that it is run once, not once per worker.
+QUICK_RUN_GROUP = pytest.mark.xdist_group("bench_quick_run")
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
     """``bench`` with every question, ``compare`` against this checkout's HEAD."""
@@ -42,6 +46,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str
     return json.loads((out / "bench.json").read_text()), out, (out / "bench.md").read_text()
 
 
+@QUICK_RUN_GROUP
 def test_writes_json_markdown_and_png(quick_run: tuple[dict, Path, str]) -> None:
     result, out, report = quick_run
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,6 +69,7 @@ def test_writes_json_markdown_and_png(quick_run: tuple[dict, Path, str]) -> None
     assert result["settings"]["baseline"] == "HEAD" and result["settings"]["rounds"] == 2
 
 
+@QUICK_RUN_GROUP
 def test_every_configuration_and_candidate(quick_run: tuple[dict, Path, str]) -> None:
     result, _, _ = quick_run
     for name, module in QUESTIONS.items():
@@ -104,6 +110,7 @@ def test_every_configuration_and_candidate(quick_run: tuple[dict, Path, str]) ->
                 )
 
 
+@QUICK_RUN_GROUP
 def test_candidates_agree_with_the_reference(quick_run: tuple[dict, Path, str]) -> None:
     """Every candidate's output and gradients were checked, and agree."""
     result, _, _ = quick_run
@@ -118,6 +125,7 @@ def test_candidates_agree_with_the_reference(quick_run: tuple[dict, Path, str]) 
                 assert max(cand["max_rel_err"].values()) < 1e-4, (key, cand["max_rel_err"])
 
 
+@QUICK_RUN_GROUP
 def test_targets(quick_run: tuple[dict, Path, str]) -> None:
     result, _, _ = quick_run
     targets = result["targets"]

@@ -27,8 +27,6 @@ from flax.training import train_state
 from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
 
-datasets = pytest.importorskip("sklearn.datasets")
-
 STEPS = 150
 BATCH = 64
 N_TRAIN = 1500
@@ -40,6 +38,8 @@ pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 @pytest.fixture(scope="module")
 def digits():
+    # Imported here, not at collection: sklearn takes ~2 s to import in every xdist worker.
+    datasets = pytest.importorskip("sklearn.datasets")
     data = datasets.load_digits()
     images = (data.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1), NHWC
     labels = data.target.astype(np.int32)
