@@ -26,6 +26,12 @@ from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import linen_variables_for, load_nnx_state
 from lucid_jax.flax import nnx as lucid_nnx
 
+#: The models here are built with Flax's default initialisers, whose truncated normal takes
+#: 2-4 s to compile optimised per kernel shape (0.2-0.4 s unoptimised, jax 0.10.2): most of
+#: this module's time. Its claims (variables, names, defaults, outputs within rounding of
+#: Flax's) do not depend on XLA's optimisations (`conftest.xla_optimisations_off`).
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
+
 #: Data far enough from zero that the two variance formulas round differently.
 X = jax.random.normal(jax.random.key(0), (4, 6, 5, 3)) * 3.0 + 2.0
 
