@@ -200,7 +200,12 @@ def xla_optimisations_off():
 
 @pytest.fixture(scope="module")
 def unoptimised_module():
-    """`xla_optimisations_off` for the module's tests (their compiled programs shared)."""
+    """`xla_optimisations_off` for the module's tests (their compiled programs shared).
+
+    A module using it also joins an `xdist_group` of its own, so that one worker runs it in
+    one stretch: under plain load balancing a worker switches modules often, and each switch
+    would clear JAX's caches twice.
+    """
     with xla_optimisations_off():
         yield
 

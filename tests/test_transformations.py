@@ -18,7 +18,12 @@ from lucid_jax.nn import Buffer
 #: The derivative checks compile some 20 small programs each and run them a few times:
 #: optimising them was half their time (`conftest.xla_optimisations_off`). Every comparison
 #: here is within a tolerance far above the rounding an optimisation could change.
-pytestmark = pytest.mark.usefixtures("unoptimised_module")
+# One worker runs the module, in one stretch: the fixture clears JAX's caches each time it is
+# entered and left, which under xdist's plain load balancing happened at every switch of module.
+pytestmark = [
+    pytest.mark.usefixtures("unoptimised_module"),
+    pytest.mark.xdist_group("transformations"),
+]
 
 
 def _data(rng, shape=(3, 4, 5, 6), dtype=np.float32):
