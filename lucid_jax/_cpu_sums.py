@@ -13,9 +13,10 @@ slower. XLA:CPU 0.10.2 and newer sum in blocks (worst 2.5e-7 on every layout of
 `tests/accuracy_layouts.py`), and there float64 accumulation would cost 1.14-1.98x the
 forward (measured with `benchmarks.compare`), so there the float32 reduction stays.
 
-So on a CPU whose XLA sums rows in sequence the sum is accumulated in float64 (exact for
-float32 terms up to 2^29 of them: no order matters), and everywhere else it is the plain
-float32 reduction. Like `lucid_jax._cpu_barrier`, this is a primitive whose *lowering* is
+So on a CPU whose XLA sums rows in sequence the sum is accumulated in float64 (each addition
+rounds at 2^-53, 2^29 times finer than float32's: whatever the order, the sum of a billion
+terms is still within float32's own rounding), and everywhere else it is the plain float32
+reduction. Like `lucid_jax._cpu_barrier`, this is a primitive whose *lowering* is
 chosen per platform, so a program exported for GPU or TPU holds the float32 reduction and no
 trace of this; with jaxlib 0.10.2 or newer it is not used at all (`instance_sum` is
 `jnp.sum`), so today's programs are unchanged. It is linear (its own JVP; its transpose
