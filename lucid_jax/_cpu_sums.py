@@ -92,9 +92,13 @@ def _abstract_eval(v, *, axes):
     return v.update(shape=shape, sharding=sharding.with_spec(kept))
 
 
-def _impl(v, *, axes):
-    # Eagerly too, the sum runs as compiled for the device (its lowering decides).
-    return jax.jit(lambda v: _instance_sum_p.bind(v, axes=axes))(v)
+def _bind(v, axes):
+    return _instance_sum_p.bind(v, axes=axes)
+
+
+# Eagerly too, the sum runs as compiled for the device (its lowering decides); one jitted
+# function, so an eager call of a shape already seen is not traced again.
+_impl = jax.jit(_bind, static_argnames="axes")
 
 
 def _float32_sum(v, *, axes):
