@@ -137,16 +137,18 @@ plt.show()
 
 
 # %%
-def he_normal(key, shape):
+# Fixed random filters, drawn once by numpy: jax.random would compile a program per shape
+# (seconds each on a CPU runtime) for arrays that are constants here.
+def he_normal(rng, shape):
     fan_in = shape[1] * shape[2] * shape[3]
-    return jax.random.normal(key, shape) * jnp.sqrt(2.0 / fan_in)
+    return jnp.asarray(rng.standard_normal(shape, np.float32) * np.sqrt(2.0 / fan_in))
 
 
-keys = jax.random.split(jax.random.key(0), 3)
+rng = np.random.default_rng(0)
 filters = [
-    he_normal(keys[0], (32, 3, 3, 3)),
-    he_normal(keys[1], (64, 32, 3, 3)),
-    he_normal(keys[2], (128, 64, 3, 3)),
+    he_normal(rng, (32, 3, 3, 3)),
+    he_normal(rng, (64, 32, 3, 3)),
+    he_normal(rng, (128, 64, 3, 3)),
 ]
 
 
