@@ -9,7 +9,7 @@ its results against one device and a float64 reference, the shardings of its out
 collectives of its compiled HLO.
 
 The cases compile with XLA's backend (LLVM) optimisations off (`conftest.xla_optimisations_off`,
-40 % of the module's time): the HLO they are partitioned and checked in is the same as with
+about a third of its CPU time): the HLO they are partitioned and checked in is the same as with
 them on (`test_unoptimised_compile_gives_the_same_hlo` checks two cases), and their results
 differ from it by rounding far below the tolerances.
 """
