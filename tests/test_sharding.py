@@ -212,8 +212,8 @@ def test_scaling_out_example_runs() -> None:
     env.pop("XLA_FLAGS", None)  # the example must set up its devices itself
     env["JAX_PLATFORMS"] = "cpu"
     # Its programs (a 1M-element jax.random.normal, the sharded steps) run once each: compiling
-    # them without XLA's backend optimisations saves about a quarter of its CPU time. XLA's HLO passes
-    # (partitioning, the collectives it prints) are the same either way (see
+    # them without XLA's backend optimisations saves about a quarter of its CPU time. XLA's HLO
+    # passes (partitioning, the collectives it prints) are the same either way (see
     # test_sharding_jit.test_unoptimised_compile_gives_the_same_hlo).
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

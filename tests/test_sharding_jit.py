@@ -8,10 +8,10 @@ case compiles once (``jit(f).lower(...).compile()``), runs, and is checked from 
 its results against one device and a float64 reference, the shardings of its outputs, and the
 collectives of its compiled HLO.
 
-The cases compile with XLA's backend (LLVM) optimisations off (`conftest.xla_optimisations_off`,
-about a third of its CPU time): the HLO they are partitioned and checked in is the same as with
-them on (`test_unoptimised_compile_gives_the_same_hlo` checks two cases), and their results
-differ from it by rounding far below the tolerances.
+The cases compile with XLA's backend (LLVM) optimisations off (`conftest.xla_optimisations_off`;
+optimising was about a third of the module's CPU time): the HLO they are partitioned and
+checked in is the same as with them on (`test_unoptimised_compile_gives_the_same_hlo` checks
+two cases), and their results differ from it by rounding far below the tolerances.
 """
 
 from __future__ import annotations
