@@ -9,6 +9,7 @@ no optimization barrier over an activation (those are XLA:CPU fusion hints, see
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -19,6 +20,17 @@ from conftest import reference_instance_norm
 from jax import export
 
 import lucid_jax
+
+#: The exports only lower (XLA's optimisation flag does not touch them); the programs compiled
+#: here are run once each, where optimising them was most of their time
+#: (`conftest.xla_optimisations_off`): the one bit-for-bit comparison is between two programs
+#: compiled alike, the others within tolerances far above the rounding it could change.
+# One worker runs the module, in one stretch: each export serves two tests (cached), and the
+# fixture clears JAX's caches only when the module starts and ends.
+pytestmark = [
+    pytest.mark.usefixtures("unoptimised_module"),
+    pytest.mark.xdist_group("portable"),
+]
 
 SHAPE = (2, 4, 6, 10)
 CONTROL_FLOW = ("stablehlo.case", "stablehlo.if", "stablehlo.while")
@@ -68,7 +80,9 @@ CASES = [
 ]
 
 
+@functools.cache
 def _exported_text(platform: str, channel_axis: int, method: str, fn: str) -> str:
+    """The StableHLO module of the case exported for `platform` (each read by two tests)."""
     args = _arguments(channel_axis)
     if fn.startswith("vmap"):
         args = (jnp.stack([args[0], args[0] + 1]), *args[1:])
@@ -134,7 +148,8 @@ def test_strict_promotion_works_for_every_input_dtype(dtype, with_params):
     params = (jnp.ones(4), jnp.zeros(4), jnp.full(4, 2.0), jnp.full(4, 0.5)) if with_params else ()
     with jax.numpy_dtype_promotion("strict"):
         out = lucid_jax.instance_norm(x, *params)
-        grad = jax.grad(lambda x: jnp.sum(lucid_jax.instance_norm(x, *params).output))
+        # Jitted: traced under strict promotion all the same, and compiled as one program.
+        grad = jax.jit(jax.grad(lambda x: jnp.sum(lucid_jax.instance_norm(x, *params).output)))
         if jnp.issubdtype(dtype, jnp.floating):
             grad(x)
     standard = lucid_jax.instance_norm(x, *params)

@@ -24,7 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import HOST_DEVICE_COUNT, ROOT, python_blocks, run_python, skip_without_source_tree
+from conftest import (
+    HOST_DEVICE_COUNT,
+    ROOT,
+    python_blocks,
+    run_python,
+    skip_without_source_tree,
+    xla_optimisations_off,
+)
 from jax.sharding import PartitionSpec as P
 from sharding_cases import (
     EPS,
@@ -42,6 +49,15 @@ from sharding_cases import (
 from lucid_jax import instance_norm
 
 pytestmark = pytest.mark.xdist_group("sharding_parallel")
+
+
+@pytest.fixture
+def unoptimised():
+    """The test's programs compile without XLA's backend optimisations (they run once each):
+    see `conftest.xla_optimisations_off`. Per test, not for the module: the benchmark
+    measures what users get."""
+    with xla_optimisations_off():
+        yield
 
 
 def _assert_every_shard_has(name: str, stats: np.ndarray, expected: np.ndarray, tol: float):
@@ -79,6 +95,7 @@ def _batch_sharded_shard_map(layout: str, axis_name: str | None) -> dict[str, np
     }
 
 
+@pytest.mark.usefixtures("unoptimised")
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_shard_map_axis_name_gives_every_shard_the_global_running_stats(layout: str) -> None:
     result = _batch_sharded_shard_map(layout, "x")
@@ -89,6 +106,7 @@ def test_shard_map_axis_name_gives_every_shard_the_global_running_stats(layout: 
         assert np.ptp(result[stat], axis=0).max() == 0.0, result[stat]
 
 
+@pytest.mark.usefixtures("unoptimised")
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_shard_map_without_axis_name_gives_local_running_stats(layout: str) -> None:
     # Control for the test above: without axis_name each shard sees only its own batch.
@@ -100,6 +118,7 @@ def test_shard_map_without_axis_name_gives_local_running_stats(layout: str) -> N
     assert min(errors) > 1e-3, errors
 
 
+@pytest.mark.usefixtures("unoptimised")
 def test_pmap_axis_name_gives_every_replica_the_global_running_stats() -> None:
     channel_axis, shape = LAYOUTS["ncdhw"]
     inputs = make_inputs(shape, channel_axis, seed=2)
@@ -135,6 +154,7 @@ def _loss(params, stats, x, target, channel_axis: int, axis_name: str | None):
     return jnp.mean((out.output - target) ** 2), (out.running_mean, out.running_var)
 
 
+@pytest.mark.usefixtures("unoptimised")
 def test_data_parallel_training_step_matches_one_device() -> None:
     channel_axis, shape = LAYOUTS["ndhwc"]
     inputs = make_inputs(shape, channel_axis, seed=3)
@@ -191,6 +211,11 @@ def test_scaling_out_example_runs() -> None:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # the example must set up its devices itself
     env["JAX_PLATFORMS"] = "cpu"
+    # Its programs (a 1M-element jax.random.normal, the sharded steps) run once each: compiling
+    # them without XLA's backend optimisations saves about a quarter of its CPU time. XLA's HLO
+    # passes (partitioning, the collectives it prints) are the same either way (see
+    # test_sharding_jit.test_unoptimised_compile_gives_the_same_hlo).
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = run_python("-c", _scaling_example(), cwd=ROOT, env=env)
     # (jax 0.7 prints a PartitionSpec by its full name)

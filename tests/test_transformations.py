@@ -10,14 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import reference_instance_norm
-from jax.test_util import check_grads
+from grad_check import check_grads
 
 import lucid_jax
 from lucid_jax.nn import Buffer
 
-#: The derivative checks compile some 20 small programs each and run them a few times:
-#: optimising them was half their time (`conftest.xla_optimisations_off`). Every comparison
-#: here is within a tolerance far above the rounding an optimisation could change.
+#: Each derivative check compiles one program (`grad_check.check_grads`): optimising it was
+#: half its time (`conftest.xla_optimisations_off`). Every comparison here is within a
+#: tolerance far above the rounding an optimisation could change.
 # One worker runs the module, in one stretch: the fixture clears JAX's caches each time it is
 # entered and left, which under xdist's plain load balancing happened at every switch of module.
 pytestmark = [
@@ -84,7 +84,10 @@ def test_matches_float64_reference_any_layout(rng, channel_axis):
     chex.assert_trees_all_close(tuple(out), (y, new_mean, new_var), rtol=1e-5, atol=1e-5)
 
 
+@functools.cache
 def _loss_fn(channel_axis=1, variance_method="two_pass"):
+    """The same function for the same configuration: `check_grads` reuses its program."""
+
     def loss(x, w, b):
         y = lucid_jax.instance_norm(
             x, None, None, w, b, channel_axis=channel_axis, variance_method=variance_method
@@ -94,13 +97,6 @@ def _loss_fn(channel_axis=1, variance_method="two_pass"):
     return loss
 
 
-@functools.cache
-def _jitted_loss(channel_axis=1, variance_method="two_pass"):
-    """``_loss_fn`` jitted, once per configuration: the derivative programs that check_grads
-    builds are compiled once and reused by every test (and finite-difference point) after."""
-    return jax.jit(_loss_fn(channel_axis, variance_method))
-
-
 @pytest.mark.parametrize("channel_axis", [1, -1])
 def test_grads_second_order_both_modes_float64(rng, channel_axis):
     with jax.enable_x64(True):
@@ -108,7 +104,7 @@ def test_grads_second_order_both_modes_float64(rng, channel_axis):
         if channel_axis == -1:
             x = jnp.moveaxis(x, 1, -1)[..., :3]
         check_grads(
-            _jitted_loss(channel_axis),
+            _loss_fn(channel_axis),
             (x, w, b),
             order=2,
             modes=["rev", "fwd"],
@@ -116,13 +112,53 @@ def test_grads_second_order_both_modes_float64(rng, channel_axis):
             rtol=1e-5,
         )
         check_grads(
-            jax.jit(lambda x: lucid_jax.instance_norm(x, channel_axis=channel_axis).output),
+            lambda x: lucid_jax.instance_norm(x, channel_axis=channel_axis).output,
             (x,),
             order=2,
             modes=["rev", "fwd"],
             atol=1e-5,
             rtol=1e-5,
         )
+
+
+def _sin_with_rule(first_order_error, differentiable_rule):
+    """`sin` with a JVP rule `cos(x)·ẋ·(1 + first_order_error)`; the `cos` hidden from AD
+    when not `differentiable_rule` (then first order is right, second order wrong)."""
+
+    @jax.custom_jvp
+    def f(x):
+        return jnp.sin(x)
+
+    @f.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        slope = jnp.cos(x) if differentiable_rule else jax.lax.stop_gradient(jnp.cos(x))
+        return jnp.sin(x), slope * t * (1 + first_order_error)
+
+    return f
+
+
+@pytest.mark.parametrize(
+    ("first_order_error", "differentiable_rule", "caught", "caught_in_reverse"),
+    [
+        (1e-3, True, "JVP tangent", "VJP cotangent projection"),
+        (0.0, False, "JVP of JVP tangent", "VJP of VJP cotangent projection"),
+    ],
+)
+def test_derivative_check_catches_a_wrong_rule(
+    first_order_error, differentiable_rule, caught, caught_in_reverse
+):
+    """Control for `grad_check.check_grads`: a rule wrong at first or only at second order
+    fails it, in forward mode and in reverse mode alone (the right rules of the package
+    pass it in the tests above)."""
+    f = _sin_with_rule(first_order_error, differentiable_rule)
+    with jax.enable_x64(True):
+        x = jnp.linspace(-2.0, 2.0, 5)
+        # The first check to fail names itself on a line of its own.
+        with pytest.raises(AssertionError, match=f"(?m)^{caught}$"):
+            check_grads(f, (x,), order=2, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
+        with pytest.raises(AssertionError, match=f"(?m)^{caught_in_reverse}$"):
+            check_grads(f, (x,), order=2, modes=["rev"], atol=1e-5, rtol=1e-5)
 
 
 def test_grads_of_eval_mode_and_running_stats_float64(rng):
@@ -137,9 +173,6 @@ def test_grads_of_eval_mode_and_running_stats_float64(rng):
             out = lucid_jax.instance_norm(x, rm, rv, momentum=0.3)
             return out.running_mean * out.running_var
 
-        # Jitted: the same rules differentiated, each derivative program compiled once rather
-        # than dispatched op by op at every finite-difference point (about twice as fast).
-        f, g = jax.jit(f), jax.jit(g)
         check_grads(f, (x, rm, rv, w), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5)
         check_grads(g, (x, rm, rv), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5)
 
@@ -239,7 +272,7 @@ def test_grads_second_order_with_each_variance_method_float64(rng, offset, varia
         x = jnp.asarray(rng.normal(offset, 1.0, (2, 3, 6)))
         w = jnp.asarray(rng.normal(1.0, 0.3, 3))
         check_grads(
-            _jitted_loss(variance_method=variance_method),
+            _loss_fn(variance_method=variance_method),
             (x, w, w * 0.5),
             order=2,
             modes=["rev", "fwd"],
