@@ -18,8 +18,8 @@
 # upstream: our lucid_jax.flax.nnx and .linen InstanceNorm stand where Flax's stood, with
 # track_running_stats=False (Flax's layers keep no running statistics) and Flax's default
 # epsilon (1e-6; ours is Lucid's 1e-5); the models take the norm layer as an argument so that
-# the same test also compares ours with Flax's own layers; comments marked "lucid-jax:" say
-# where a check changed and why.
+# the same test also compares ours with Flax's own layers; the module compiles unoptimised (see
+# pytestmark); comments marked "lucid-jax:" say where a check changed and why.
 
 """Flax's own nnx-vs-linen InstanceNorm test, run against `lucid_jax.flax.nnx` and `.linen`."""
 
@@ -27,6 +27,14 @@ import pytest
 
 # Skips the module, with this reason, where only the core is installed.
 pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
+# lucid-jax: the module compiles without XLA's backend optimisations (conftest's
+# `unoptimised_module`, on one worker): its programs each run once, and compiling Flax's
+# initialisers and the random inputs optimised was a third of its time. The maths compiled is
+# the same; the comparisons' tolerances are Flax's.
+pytestmark = [
+    pytest.mark.usefixtures("unoptimised_module"),
+    pytest.mark.xdist_group("flax_upstream_nnx"),
+]
 
 import functools
 import typing as tp
