@@ -177,10 +177,10 @@ def xla_optimisations_off():
     """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`).
 
     For tests that compile many programs (each derivative check of `grad_check.py` is one; a
-    model's training step; a Flax initialiser's truncated normal) and run each a few times: optimising
-    them costs more than it saves (about half of such a test's time). The programs compute the
-    same maths; only the rounding of a fused operation may differ, so a test using this
-    compares at tolerances above it.
+    model's training step; a Flax initialiser's truncated normal) and run each a few times:
+    optimising them costs more than it saves (about half of such a test's time). The programs
+    compute the same maths; only the rounding of a fused operation may differ, so a test using
+    this compares at tolerances above it.
 
     JAX's caches of compiled programs do not key on this flag: they are cleared on entry and on
     exit, so that no program compiled one way is reused where the other is in force (a test
