@@ -173,8 +173,9 @@ def rng():
 
 
 @contextlib.contextmanager
-def xla_optimisations_off():
-    """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`).
+def xla_optimisations_off(off: bool = True):
+    """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`), or with
+    `off=False` on again (XLA's default) within a module compiled unoptimised.
 
     For tests that compile many programs (each derivative check of `grad_check.py` is one; a
     model's training step; a Flax initialiser's truncated normal) and run each a few times:
@@ -190,7 +191,7 @@ def xla_optimisations_off():
     name = "jax_disable_most_optimizations"
     previous = jax.config.read(name)
     jax.clear_caches()
-    jax.config.update(name, True)
+    jax.config.update(name, off)
     try:
         yield
     finally:

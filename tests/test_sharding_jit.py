@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+from conftest import xla_optimisations_off
 from hlo_collectives import collectives
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -187,20 +188,6 @@ def test_the_cases_cover_both_mesh_modes_every_sharding_and_function() -> None:
     } | {("eval", False)}
 
 
-@contextlib.contextmanager
-def _xla_optimisations_on():
-    """XLA's default optimisations, within the module's `unoptimised_module` (see there)."""
-    name = "jax_disable_most_optimizations"
-    previous = jax.config.read(name)
-    jax.clear_caches()
-    jax.config.update(name, False)
-    try:
-        yield
-    finally:
-        jax.clear_caches()
-        jax.config.update(name, previous)
-
-
 def _without_debug_info(hlo: str) -> str:
     """The HLO without source locations (the ops' metadata and the tables it points into)."""
     hlo = re.sub(
@@ -221,7 +208,7 @@ def test_unoptimised_compile_gives_the_same_hlo(case: JitCase) -> None:
     checked here for the 2 x 4 mesh's forward and backward under either mesh mode.
     """
     unoptimised = run(case).hlo
-    with _xla_optimisations_on():
+    with xla_optimisations_off(off=False):  # XLA's default optimisations, for once
         _, _, optimised = _compile_and_run(case)
     assert "all-reduce" in optimised
     assert _without_debug_info(unoptimised) == _without_debug_info(optimised)
