@@ -114,8 +114,9 @@ def _runs(name: str, build, x, target, **call_kwargs) -> dict[str, Run]:
     variables = jax.jit(
         lambda key, x: {variant: model.init(key, x) for variant, model in models.items()}
     )(jax.random.key(0), x)
-    # (Not any seed: with seed 3, two of JAxtar's norms' outputs under jit differ between our
-    # default and Flax's formula by some 10^4 float32 roundings, eagerly by 2 at most.)
+    # (Not any seed: with seed 3, in the unoptimised programs this module compiles, two of
+    # JAxtar's norms' outputs differ between our default and Flax's layer by some 10^4 float32
+    # roundings, against 2 at most eagerly or optimised; not yet understood.)
     rng = np.random.default_rng(0)
     checkpoint = serialization.to_bytes(
         jax.tree.map(lambda v: _perturbed(v, rng), variables["flax"])
