@@ -253,17 +253,23 @@ def test_save_chooses_the_suffix_as_lucid(tmp_path, obj, name, safetensors, writ
     assert path.is_file()
 
 
+def _ones(shape, dtype=np.float32) -> jax.Array:
+    """`jnp.ones`, made in numpy and transferred: in a parametrize list, at import, `jnp` would
+    compile a program per shape and dtype in every process that collects this module."""
+    return jax.device_put(np.ones(shape, dtype))
+
+
 @pytest.mark.parametrize(
     ("obj", "name", "safetensors", "error", "match"),
     [
-        ({"w": jnp.ones(2)}, "s.lct", False, TypeError, r"\.lct file holds a tensor.*dict"),
-        (jnp.ones(2), "t.lcd", False, TypeError, r"\.lcd file holds a state dict.*ArrayImpl"),
-        (jnp.ones(2), "t", True, TypeError, r"\.safetensors file holds a state dict"),
+        ({"w": _ones(2)}, "s.lct", False, TypeError, r"\.lct file holds a tensor.*dict"),
+        (_ones(2), "t.lcd", False, TypeError, r"\.lcd file holds a state dict.*ArrayImpl"),
+        (_ones(2), "t", True, TypeError, r"\.safetensors file holds a state dict"),
         (3, "x", False, TypeError, r"cannot infer the file extension.*int"),
-        ({"w": jnp.ones(2)}, "s.pt", False, ValueError, r"unsupported file extension '\.pt'"),
-        ({1: jnp.ones(2)}, "s.lcd", False, TypeError, r"keys must be strings; got 1"),
+        ({"w": _ones(2)}, "s.pt", False, ValueError, r"unsupported file extension '\.pt'"),
+        ({1: _ones(2)}, "s.lcd", False, TypeError, r"keys must be strings; got 1"),
         ({"w": [1.0]}, "s.lcd", False, TypeError, r"'w' must be an array.*list"),
-        ({"w": jnp.ones(2, jnp.bfloat16)}, "s.lcd", False, TypeError, r"bfloat16.*\.lcd"),
+        ({"w": _ones(2, jnp.bfloat16)}, "s.lcd", False, TypeError, r"bfloat16.*\.lcd"),
         ({"w": np.array(["a"])}, "s", True, TypeError, r"'w' has dtype <U1.*safetensors"),
     ],
 )

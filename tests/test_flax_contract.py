@@ -37,8 +37,9 @@ pytestmark = [
     pytest.mark.xdist_group("flax_contract"),
 ]
 
-#: Data far enough from zero that the two variance formulas round differently.
-X = jax.random.normal(jax.random.key(0), (4, 6, 5, 3)) * 3.0 + 2.0
+#: Data far enough from zero that the two variance formulas round differently. Drawn in numpy
+#: and transferred: JAX's random at import compiled 5 programs in every collecting process.
+X = jax.device_put(np.random.default_rng(0).normal(2.0, 3.0, (4, 6, 5, 3)).astype(np.float32))
 
 
 def _rounding(expected) -> float:
@@ -47,10 +48,22 @@ def _rounding(expected) -> float:
     return 8 * float(jnp.finfo(jnp.float32).eps) * float(jnp.max(jnp.abs(expected)))
 
 
+def _host(leaf) -> np.ndarray:
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):  # nnx's rng streams: their key data
+        leaf = jax.random.key_data(leaf)
+    return np.asarray(leaf)
+
+
 def _tree_equal(a, b) -> bool:
+    # In numpy, here and in `_plus`: eagerly, JAX compiled a program per leaf shape (some 30).
     return jax.tree.structure(a) == jax.tree.structure(b) and jax.tree.all(
-        jax.tree.map(lambda u, v: bool(jnp.array_equal(u, v)), a, b)
+        jax.tree.map(lambda u, v: bool(np.array_equal(_host(u), _host(v))), a, b)
     )
+
+
+def _plus(tree, value: float):
+    """Each leaf plus `value`, in its dtype (a "checkpoint" that is not the initial values)."""
+    return jax.tree.map(lambda v: jax.device_put(np.asarray(v) + np.asarray(value, v.dtype)), tree)
 
 
 # --- linen ---------------------------------------------------------------------------------
@@ -66,7 +79,7 @@ def test_linen_default_is_flax_s_layer(kwargs):
     flax_variables = theirs.init(jax.random.key(1), X)
     variables = ours.init(jax.random.key(1), X)  # no train flag, no other collection
     assert _tree_equal(variables, flax_variables)
-    flax_variables = jax.tree.map(lambda v: v + 0.5, flax_variables)  # a "checkpoint"
+    flax_variables = _plus(flax_variables, 0.5)  # a "checkpoint"
     expected = theirs.apply(flax_variables, X)
     fast = lucid_linen.InstanceNorm(use_fast_variance=True, **kwargs).apply(flax_variables, X)
     assert fast.dtype == expected.dtype
@@ -148,7 +161,7 @@ def test_nnx_model_with_dropout_train_and_eval_equal_flax_s(use_fast_variance):
     ours = _nnx_model(lucid_nnx.InstanceNorm, use_fast_variance=use_fast_variance)
     assert _tree_equal(nnx.to_pure_dict(nnx.state(ours)), nnx.to_pure_dict(nnx.state(theirs)))
     # A Flax nnx checkpoint (its state, perturbed) loads as it is.
-    state = jax.tree.map(lambda v: v + 0.25, nnx.state(theirs, nnx.Param))
+    state = _plus(nnx.state(theirs, nnx.Param), 0.25)
     nnx.update(theirs, state)
     nnx.update(ours, state)
     train_theirs, train_ours = theirs(X), ours(X)  # dropout on, same rng stream
@@ -192,7 +205,7 @@ class _LinenNet(nn.Module):
 def test_linen_variables_for_adds_fresh_running_stats_and_drops_them_back():
     flax_model = _LinenNet(nn.InstanceNorm, {})
     flax_variables = flax_model.init(jax.random.key(0), X)
-    flax_variables = jax.tree.map(lambda v: v + 0.5, flax_variables)  # trained, say
+    flax_variables = _plus(flax_variables, 0.5)  # trained, say
     tracking = _LinenNet(lucid_linen.InstanceNorm, {"track_running_stats": True})
     variables = linen_variables_for(tracking, flax_variables, X)
     ours = variables["batch_stats"]["InstanceNorm_0"]
@@ -236,7 +249,7 @@ def test_linen_variables_for_refuses_another_model():
 
 def test_load_nnx_state_both_ways_and_nothing_changes_on_a_mismatch():
     flax_model = _nnx_model(nnx.InstanceNorm)
-    nnx.update(flax_model, jax.tree.map(lambda v: v + 0.25, nnx.state(flax_model, nnx.Param)))
+    nnx.update(flax_model, _plus(nnx.state(flax_model, nnx.Param), 0.25))
     tracking = _nnx_model(lucid_nnx.InstanceNorm.lucid)
     load_nnx_state(tracking, flax_model)
     params = nnx.to_pure_dict(nnx.state(tracking, nnx.Param))

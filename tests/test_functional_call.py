@@ -232,15 +232,21 @@ def test_a_shared_parameter_is_one_value():
         nn.functional_call(model, {"0.weight": weight, "1.weight": weight + 1}, x)
 
 
+def _ones(shape, dtype=np.float32) -> jax.Array:
+    """`jnp.ones`, made in numpy and transferred: in a parametrize list, at import, `jnp` would
+    compile a program per shape and dtype in every process that collects this module."""
+    return jax.device_put(np.ones(shape, dtype))
+
+
 @pytest.mark.parametrize(
     "module, state, error, message",
     [
-        ("model", {"weights": jnp.ones(3)}, ValueError, r"keys \['weights'\] are not in"),
-        ("model", {"weight": jnp.ones(4)}, ValueError, r"'weight' has shape \(4,\)"),
-        ("model", {"weight": jnp.ones(3, bool)}, TypeError, "'weight' has dtype bool"),
-        ("model", {"bias": jnp.ones(3, jnp.complex64)}, TypeError, "'bias' has dtype complex64"),
+        ("model", {"weights": _ones(3)}, ValueError, r"keys \['weights'\] are not in"),
+        ("model", {"weight": _ones(4)}, ValueError, r"'weight' has shape \(4,\)"),
+        ("model", {"weight": _ones(3, bool)}, TypeError, "'weight' has dtype bool"),
+        ("model", {"bias": _ones(3, np.complex64)}, TypeError, "'bias' has dtype complex64"),
         ("model", {"bias": None}, TypeError, "'bias' is None"),
-        ("model", [("weight", jnp.ones(3))], TypeError, "state must be a mapping .* got list"),
+        ("model", [("weight", _ones(3))], TypeError, "state must be a mapping .* got list"),
         (lambda x: x, {}, TypeError, "module must be a lucid_jax.nn.Module; got function"),
     ],
 )
