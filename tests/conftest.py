@@ -172,6 +172,13 @@ def rng():
     return np.random.default_rng(0)
 
 
+def host_ones(shape: tuple[int, ...], dtype: object = np.float32) -> jax.Array:
+    """`jnp.ones`, made in numpy and transferred: for arrays built at import (parametrize
+    lists, module constants), where a `jnp` constructor would compile a program per shape and
+    dtype in every process that collects the module."""
+    return jax.device_put(np.ones(shape, dtype))
+
+
 @contextlib.contextmanager
 def xla_optimisations_off(off: bool = True):
     """Compile with XLA's optimisation passes off (`jax_disable_most_optimizations`), or with

@@ -6,42 +6,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import host_ones
 
 import lucid_jax
 import lucid_jax.nn.functional as F
 from lucid_jax.nn import Buffer, InstanceNorm1d
 
-
-def _ones(shape, dtype=np.float32) -> jax.Array:
-    """`jnp.ones`, made in numpy and transferred: at import, as here, a `jnp` constructor would
-    compile a program per shape in every process that collects this module."""
-    return jax.device_put(np.ones(shape, dtype))
-
-
 X = jax.device_put(np.arange(24.0, dtype=np.float32).reshape(2, 3, 4))
-C3 = _ones(3)
+C3 = host_ones(3)
 
 # (description, kwargs, exception, fragments the message must contain)
 CASES = [
-    ("2-D input", dict(input_=_ones((2, 3))), ValueError, ["input_", "(2, 3)", "3 dims"]),
-    ("1-D input", dict(input_=_ones(5)), ValueError, ["input_", "(5,)"]),
+    ("2-D input", dict(input_=host_ones((2, 3))), ValueError, ["input_", "(2, 3)", "3 dims"]),
+    ("1-D input", dict(input_=host_ones(5)), ValueError, ["input_", "(5,)"]),
     (
         "zero-size spatial",
-        dict(input_=_ones((2, 3, 0))),
+        dict(input_=host_ones((2, 3, 0))),
         ValueError,
         ["input_", "(2, 3, 0)", "zero-size"],
     ),
-    ("weight shape", dict(weight=_ones(4)), ValueError, ["weight", "(3,)", "(4,)"]),
-    ("bias shape", dict(bias=_ones((3, 1))), ValueError, ["bias", "(3,)", "(3, 1)"]),
+    ("weight shape", dict(weight=host_ones(4)), ValueError, ["weight", "(3,)", "(4,)"]),
+    ("bias shape", dict(bias=host_ones((3, 1))), ValueError, ["bias", "(3,)", "(3, 1)"]),
     (
         "running_mean shape",
-        dict(running_mean=_ones(2), running_var=C3),
+        dict(running_mean=host_ones(2), running_var=C3),
         ValueError,
         ["running_mean", "(3,)", "(2,)"],
     ),
     (
         "running_var shape",
-        dict(running_mean=C3, running_var=_ones(5)),
+        dict(running_mean=C3, running_var=host_ones(5)),
         ValueError,
         ["running_var", "(5,)"],
     ),
@@ -58,10 +52,10 @@ CASES = [
     ("eps negative", dict(eps=-1e-5), ValueError, ["eps", ">= 0", "-1e-05"]),
     ("string input", dict(input_="abc"), TypeError, ["input_", "numeric"]),
     ("object input", dict(input_=np.array([[[object()]]])), TypeError, ["input_"]),
-    ("bool input", dict(input_=_ones((2, 3, 4), bool)), TypeError, ["input_", "bool"]),
+    ("bool input", dict(input_=host_ones((2, 3, 4), bool)), TypeError, ["input_", "bool"]),
     (
         "complex input",
-        dict(input_=_ones((2, 3, 4), np.complex64)),
+        dict(input_=host_ones((2, 3, 4), np.complex64)),
         TypeError,
         ["input_", "complex64"],
     ),

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DATA, reference_instance_norm
+from conftest import DATA, host_ones, reference_instance_norm
 
 import lucid_jax
 from lucid_jax.io._pickle_reader import read_pickle
@@ -253,23 +253,17 @@ def test_save_chooses_the_suffix_as_lucid(tmp_path, obj, name, safetensors, writ
     assert path.is_file()
 
 
-def _ones(shape, dtype=np.float32) -> jax.Array:
-    """`jnp.ones`, made in numpy and transferred: in a parametrize list, at import, `jnp` would
-    compile a program per shape and dtype in every process that collects this module."""
-    return jax.device_put(np.ones(shape, dtype))
-
-
 @pytest.mark.parametrize(
     ("obj", "name", "safetensors", "error", "match"),
     [
-        ({"w": _ones(2)}, "s.lct", False, TypeError, r"\.lct file holds a tensor.*dict"),
-        (_ones(2), "t.lcd", False, TypeError, r"\.lcd file holds a state dict.*ArrayImpl"),
-        (_ones(2), "t", True, TypeError, r"\.safetensors file holds a state dict"),
+        ({"w": host_ones(2)}, "s.lct", False, TypeError, r"\.lct file holds a tensor.*dict"),
+        (host_ones(2), "t.lcd", False, TypeError, r"\.lcd file holds a state dict.*ArrayImpl"),
+        (host_ones(2), "t", True, TypeError, r"\.safetensors file holds a state dict"),
         (3, "x", False, TypeError, r"cannot infer the file extension.*int"),
-        ({"w": _ones(2)}, "s.pt", False, ValueError, r"unsupported file extension '\.pt'"),
-        ({1: _ones(2)}, "s.lcd", False, TypeError, r"keys must be strings; got 1"),
+        ({"w": host_ones(2)}, "s.pt", False, ValueError, r"unsupported file extension '\.pt'"),
+        ({1: host_ones(2)}, "s.lcd", False, TypeError, r"keys must be strings; got 1"),
         ({"w": [1.0]}, "s.lcd", False, TypeError, r"'w' must be an array.*list"),
-        ({"w": _ones(2, jnp.bfloat16)}, "s.lcd", False, TypeError, r"bfloat16.*\.lcd"),
+        ({"w": host_ones(2, jnp.bfloat16)}, "s.lcd", False, TypeError, r"bfloat16.*\.lcd"),
         ({"w": np.array(["a"])}, "s", True, TypeError, r"'w' has dtype <U1.*safetensors"),
     ],
 )

@@ -15,7 +15,7 @@ pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import DATA, reference_instance_norm
+from conftest import DATA, host_ones, reference_instance_norm
 from flax import nnx
 
 import lucid_jax
@@ -119,21 +119,15 @@ def test_flax_momentum_is_one_minus_lucids():
         flax_momentum_from_lucid("0.1")
 
 
-def _ones(shape, dtype=np.float32) -> jax.Array:
-    """`jnp.ones`, made in numpy and transferred: in a parametrize list, at import, `jnp` would
-    compile a program per shape and dtype in every process that collects this module."""
-    return jax.device_put(np.ones(shape, dtype))
-
-
 @pytest.mark.parametrize(
     ("state", "prefix", "error", "match"),
     [
-        ({"0.weight": _ones(3)}, "1", ValueError, r"under prefix '1\.'.*found none"),
-        ({"weight": _ones(3), "bias": _ones(3), "eps": 1.0}, "", ValueError, r"'eps'"),
-        ({"weight": _ones(3)}, "", ValueError, r"both weight and bias or neither"),
-        ({"weight": _ones(3), "bias": _ones(4)}, "", ValueError, r"vectors of one length"),
-        ([("weight", _ones(3))], "", TypeError, r"state_dict must be a mapping.*list"),
-        ({"weight": _ones(3)}, 1, TypeError, r"prefix must be a str"),
+        ({"0.weight": host_ones(3)}, "1", ValueError, r"under prefix '1\.'.*found none"),
+        ({"weight": host_ones(3), "bias": host_ones(3), "eps": 1.0}, "", ValueError, r"'eps'"),
+        ({"weight": host_ones(3)}, "", ValueError, r"both weight and bias or neither"),
+        ({"weight": host_ones(3), "bias": host_ones(4)}, "", ValueError, r"vectors of one length"),
+        ([("weight", host_ones(3))], "", TypeError, r"state_dict must be a mapping.*list"),
+        ({"weight": host_ones(3)}, 1, TypeError, r"prefix must be a str"),
     ],
 )
 def test_bad_state_dict_is_refused(state, prefix, error, match):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import reference_instance_norm
+from conftest import host_ones, reference_instance_norm
 
 import lucid_jax.nn.functional as F
 from lucid_jax import nn
@@ -232,21 +232,15 @@ def test_a_shared_parameter_is_one_value():
         nn.functional_call(model, {"0.weight": weight, "1.weight": weight + 1}, x)
 
 
-def _ones(shape, dtype=np.float32) -> jax.Array:
-    """`jnp.ones`, made in numpy and transferred: in a parametrize list, at import, `jnp` would
-    compile a program per shape and dtype in every process that collects this module."""
-    return jax.device_put(np.ones(shape, dtype))
-
-
 @pytest.mark.parametrize(
     "module, state, error, message",
     [
-        ("model", {"weights": _ones(3)}, ValueError, r"keys \['weights'\] are not in"),
-        ("model", {"weight": _ones(4)}, ValueError, r"'weight' has shape \(4,\)"),
-        ("model", {"weight": _ones(3, bool)}, TypeError, "'weight' has dtype bool"),
-        ("model", {"bias": _ones(3, np.complex64)}, TypeError, "'bias' has dtype complex64"),
+        ("model", {"weights": host_ones(3)}, ValueError, r"keys \['weights'\] are not in"),
+        ("model", {"weight": host_ones(4)}, ValueError, r"'weight' has shape \(4,\)"),
+        ("model", {"weight": host_ones(3, bool)}, TypeError, "'weight' has dtype bool"),
+        ("model", {"bias": host_ones(3, np.complex64)}, TypeError, "'bias' has dtype complex64"),
         ("model", {"bias": None}, TypeError, "'bias' is None"),
-        ("model", [("weight", _ones(3))], TypeError, "state must be a mapping .* got list"),
+        ("model", [("weight", host_ones(3))], TypeError, "state must be a mapping .* got list"),
         (lambda x: x, {}, TypeError, "module must be a lucid_jax.nn.Module; got function"),
     ],
 )
