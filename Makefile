@@ -89,14 +89,13 @@ $(EXECUTED)/.done: $(NOTEBOOKS) $(SOURCES) | $(VENV)/.dev-installed
 		-n 2 tests/test_notebooks.py -k runs_and_computes
 	touch $@
 
-# With PyTorch installed: the comparisons with it (the tests named for torch, which skip in
-# `make test`; the rest of the suite ran there already) and the benchmark scripts end to end
-# (marker `benchmarks`, left out of `make test`), PyTorch's candidates included.
+# With PyTorch installed: the comparisons with it (marker `torch`: they skip in `make test`;
+# the rest of the suite ran there already) and the benchmark scripts end to end (marker
+# `benchmarks`, left out of `make test`), PyTorch's candidates included. One run for both: the
+# benchmarks' one long quick run keeps a worker while the other takes the rest.
 test-peers: $(VENV)/.dev-installed
 	$(INSTALL) $(BIN)/python $(TORCH)
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) -k torch tests/test_numerics.py \
-		tests/test_transformations.py
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m benchmarks
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m "torch or benchmarks"
 
 dist: $(VENV)/.dev-installed
 	$(INSTALL) $(BIN)/python -e ".[release]"

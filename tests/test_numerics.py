@@ -21,6 +21,7 @@ def _max_error(y, reference):
     return float(np.max(np.abs(np.asarray(y, np.float64) - reference)))
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("offset", [1e4, 1e5, -3e4])
 def test_error_stays_within_twice_pytorch_cpu(offset):
     torch = pytest.importorskip("torch")
@@ -107,6 +108,7 @@ def test_two_pass_error_is_within_a_millionth_on_every_awkward_layout(name):
     assert relative_error(y, reference) <= 1e-6
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_two_pass_error_is_within_twice_pytorch_cpu_on_every_awkward_layout(name):
     torch = pytest.importorskip("torch")

@@ -177,6 +177,7 @@ def test_grads_of_eval_mode_and_running_stats_float64(rng):
         check_grads(g, (x, rm, rv), order=2, modes=["rev", "fwd"], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.torch
 def test_gradient_matches_torch_autograd(rng):
     torch = pytest.importorskip("torch")
     x, _, _, w, b = _data(rng, (2, 3, 7, 5))
@@ -195,6 +196,7 @@ def test_gradient_matches_torch_autograd(rng):
         np.testing.assert_allclose(mine, theirs.numpy(), rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.torch
 def test_output_matches_torch(rng):
     torch = pytest.importorskip("torch")
     x, _, _, w, b = _data(rng, (3, 4, 6, 5))
