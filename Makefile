@@ -48,11 +48,15 @@ PYTHON312 ?= $(firstword $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12
 .PHONY: docs notebooks demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
 	lint format clean
 
+# The venv without pip (ensurepip spends ~5 s installing it), and uv put in by the pip of
+# $(PYTHON) (pip >= 22.3 installs into another environment); where that pip is missing or
+# older, the venv gets its own pip after all.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
 
 $(UV): | $(BIN)/python
-	$(PIP) install "uv>=0.9"
+	$(PYTHON) -m pip --quiet --python $(BIN)/python install "uv>=0.9" 2>/dev/null || \
+		{ $(BIN)/python -m ensurepip --default-pip >/dev/null && $(PIP) install "uv>=0.9"; }
 
 SOURCES := $(shell find lucid_jax -name "*.py")
 
