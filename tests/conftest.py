@@ -172,11 +172,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+def host_array(values: object, dtype: object = np.float32) -> jax.Array:
+    """`jnp.asarray(values, dtype)`, made in numpy and transferred: `jnp.asarray` and the `jnp`
+    constructors compile a program per shape and dtype (a cast; from jax 0.10 also an
+    identity), and at import (parametrize lists, module constants) they do so in every process
+    that collects the module."""
+    return jax.device_put(np.asarray(values, dtype))
+
+
 def host_ones(shape: tuple[int, ...], dtype: object = np.float32) -> jax.Array:
-    """`jnp.ones`, made in numpy and transferred: for arrays built at import (parametrize
-    lists, module constants), where a `jnp` constructor would compile a program per shape and
-    dtype in every process that collects the module."""
-    return jax.device_put(np.ones(shape, dtype))
+    """`jnp.ones(shape, dtype)`, made as `host_array` makes arrays."""
+    return host_array(np.ones(shape), dtype)
 
 
 @contextlib.contextmanager

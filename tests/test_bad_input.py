@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import host_ones
+from conftest import host_array, host_ones
 
 import lucid_jax
 import lucid_jax.nn.functional as F
 from lucid_jax.nn import Buffer, InstanceNorm1d
 
-X = jax.device_put(np.arange(24.0, dtype=np.float32).reshape(2, 3, 4))
+X = host_array(np.arange(24.0).reshape(2, 3, 4))
 C3 = host_ones(3)
 
 # (description, kwargs, exception, fragments the message must contain)

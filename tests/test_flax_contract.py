@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import host_array
 from flax import nnx
 
 from lucid_jax.flax import linen as lucid_linen
@@ -38,8 +39,8 @@ pytestmark = [
 ]
 
 #: Data far enough from zero that the two variance formulas round differently. Drawn in numpy
-#: and transferred: JAX's random at import compiled 5 programs in every collecting process.
-X = jax.device_put(np.random.default_rng(0).normal(2.0, 3.0, (4, 6, 5, 3)).astype(np.float32))
+#: (`host_array`): JAX's random at import compiled 5 programs in every collecting process.
+X = host_array(np.random.default_rng(0).normal(2.0, 3.0, (4, 6, 5, 3)))
 
 
 def _rounding(expected) -> float:

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import host_array
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -26,9 +27,8 @@ import lucid_jax
 from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
 
-#: Made in numpy and transferred: `jnp.asarray` at import compiled in every collecting process.
 VALUES = {
-    name: jax.device_put(np.asarray(values, np.float32))
+    name: host_array(values)
     for name, values in {
         "scale": [1.0, 2.0, 0.5],
         "bias": [0.0, 1.0, -1.0],

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FUNCTIONAL_CASES, MODULE_CASES, case_id
+from conftest import FUNCTIONAL_CASES, MODULE_CASES, case_id, host_array
 
 import lucid_jax
 import lucid_jax.nn.functional as F
@@ -25,15 +25,9 @@ def _assert_close(actual, expected, dtype):
     np.testing.assert_allclose(np.asarray(actual, np.float64), expected, **DTYPES[dtype])
 
 
-def _array(values, dtype) -> jax.Array:
-    """`values` as a JAX array of `dtype`, cast in numpy and transferred: `jnp.asarray` compiles
-    a program per shape (a cast; from jax 0.10 also an identity), some 30 in this module."""
-    return jax.device_put(np.asarray(values, dtype))
-
-
 def _inputs(case, dtype):
     a = case["arrays"]
-    cast = lambda name: _array(a[name], dtype) if name in a else None  # noqa: E731
+    cast = lambda name: host_array(a[name], dtype) if name in a else None  # noqa: E731
     return (
         cast("x"),
         cast("running_mean_in"),
@@ -102,14 +96,14 @@ def test_modules_match_lucid(case, dtype):
             track_running_stats=case["track_running_stats"],
         )
         if case["affine"]:
-            module.weight = _array(a["weight"], dtype)
-            module.bias.data = _array(a["bias"], dtype)
+            module.weight = host_array(a["weight"], dtype)
+            module.bias.data = host_array(a["bias"], dtype)
         if case["track_running_stats"]:
-            module.running_mean.data = _array(module.running_mean.data, dtype)
-            module.running_var.data = _array(module.running_var.data, dtype)
+            module.running_mean.data = host_array(module.running_mean.data, dtype)
+            module.running_var.data = host_array(module.running_var.data, dtype)
         for step_index, step in enumerate(case["steps"]):
             module.train(step["training"])
-            y = module(_array(a[f"x{step_index}"], dtype))
+            y = module(host_array(a[f"x{step_index}"], dtype))
             _assert_close(y, a[f"y{step_index}"], dtype)
             if case["track_running_stats"]:
                 _assert_close(module.running_mean.data, a[f"running_mean{step_index}"], dtype)

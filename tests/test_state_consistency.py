@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import host_array
 
 from lucid_jax import nn
 
@@ -25,9 +26,7 @@ STATE_A = {"weight": [1.0, 1.0], "bias": [0.0, 0.0], "running_mean": [0.0, 0.0]}
 STATE_B = {"weight": [2.0, -3.0], "bias": [3.0, 5.0], "running_mean": [10.0, 30.0]}
 for _state in (STATE_A, STATE_B):
     _state["running_var"] = [m + 1.0 for m in _state["running_mean"]]
-# Made in numpy and transferred: `jnp.asarray` at import compiled in every collecting process.
-X = jax.device_put(np.array([[[-1.0, 1.0, -1.0, 1.0], [-1.0, 1.0, 1.0, -1.0]]], np.float32))
-# (X has mean 0, biased var 1.)
+X = host_array([[[-1.0, 1.0, -1.0, 1.0], [-1.0, 1.0, 1.0, -1.0]]])  # mean 0, biased var 1
 
 
 def _state(values):
