@@ -216,12 +216,21 @@ def xla_optimisations_off(off: bool = True):
 def unoptimised_module():
     """`xla_optimisations_off` for the module's tests (their compiled programs shared).
 
-    A module using it also joins an `xdist_group` of its own, so that one worker runs it in
-    one stretch: under plain load balancing a worker switches modules often, and each switch
-    would clear JAX's caches twice.
+    Each test using it joins its module's `xdist_group` (`pytest_collection_modifyitems`
+    below), so that one worker runs the module in one stretch: under plain load balancing a
+    worker switches modules often, and each switch would clear JAX's caches twice (and lose
+    what the module's tests share).
     """
     with xla_optimisations_off():
         yield
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "unoptimised_module" in fixtures and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 # Hypothesis: every example of tests/test_properties.py draws a new shape, so a new program to

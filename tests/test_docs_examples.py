@@ -30,12 +30,7 @@ PAGES = [
 
 #: Most of the pages' time was optimising the programs they compile (Flax's initialisers above
 #: all; `conftest.xla_optimisations_off`); their asserts compare names and allclose values.
-# One worker runs the module, in one stretch: the fixture clears JAX's caches each time it is
-# entered and left, which under xdist's plain load balancing happened at every switch of module.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("docs_examples"),
-]
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 REAL_LUCID = re.compile(r"^\s*(?:import lucid\b(?!_)|from lucid[ .])", re.M)
 #: A block that uses Flax (or our Flax layers): it needs the flax extra.

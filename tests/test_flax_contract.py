@@ -31,12 +31,7 @@ from lucid_jax.flax import nnx as lucid_nnx
 #: 2-4 s to compile optimised per kernel shape (0.2-0.4 s unoptimised, jax 0.10.2): most of
 #: this module's time. Its claims (variables, names, defaults, outputs within rounding of
 #: Flax's) do not depend on XLA's optimisations (`conftest.xla_optimisations_off`).
-# One worker runs the module, in one stretch: the fixture clears JAX's caches each time it is
-# entered and left, which under xdist's plain load balancing happened at every switch of module.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("flax_contract"),
-]
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 #: Data far enough from zero that the two variance formulas round differently. Drawn in numpy
 #: (`host_array`): JAX's random at import compiled 5 programs in every collecting process.

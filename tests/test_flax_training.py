@@ -32,12 +32,7 @@ N_TRAIN = 1500
 #: Optimising the compiled programs (Flax's truncated-normal initialisers above all: 4.5 s for
 #: one kernel shape) was most of these tests' time (`conftest.xla_optimisations_off`); the
 #: training curves agree with the optimised run's to 4 digits.
-# One worker runs the module, in one stretch: the fixture clears JAX's caches each time it is
-# entered and left, which under xdist's plain load balancing happened at every switch of module.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("flax_training"),
-]
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,7 @@ pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')
 # `unoptimised_module`, on one worker): its programs each run once, and compiling Flax's
 # initialisers and the random inputs optimised was a third of its time. The maths compiled is
 # the same; the comparisons' tolerances are Flax's.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("flax_upstream_nnx"),
-]
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 import functools
 import typing as tp

@@ -25,12 +25,8 @@ import lucid_jax
 #: here are run once each, where optimising them was most of their time
 #: (`conftest.xla_optimisations_off`): the one bit-for-bit comparison is between two programs
 #: compiled alike, the others within tolerances far above the rounding it could change.
-# One worker runs the module, in one stretch: each export serves two tests (cached), and the
-# fixture clears JAX's caches only when the module starts and ends.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("portable"),
-]
+# Each export serves two tests (cached): the fixture keeps the module on one worker.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 SHAPE = (2, 4, 6, 10)
 CONTROL_FLOW = ("stablehlo.case", "stablehlo.if", "stablehlo.while")

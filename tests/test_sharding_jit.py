@@ -45,12 +45,8 @@ from sharding_cases import (
     rel_err,
 )
 
-# One xdist worker runs the module, in one stretch, so that each case compiles once (the runs
-# are cached) and the fixture clears JAX's caches only when the module starts and ends.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("sharding_jit"),
-]
+# Each case compiles once (the runs are cached): the fixture keeps the module on one worker.
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 #: sharding -> (mesh shape, mesh axis names, {layout: PartitionSpec entries})
 SHARDINGS: dict[str, tuple[tuple[int, ...], tuple[str, ...], dict[str, tuple[Any, ...]]]] = {

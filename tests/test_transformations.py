@@ -18,12 +18,7 @@ from lucid_jax.nn import Buffer
 #: Each derivative check compiles one program (`grad_check.check_grads`): optimising it was
 #: half its time (`conftest.xla_optimisations_off`). Every comparison here is within a
 #: tolerance far above the rounding an optimisation could change.
-# One worker runs the module, in one stretch: the fixture clears JAX's caches each time it is
-# entered and left, which under xdist's plain load balancing happened at every switch of module.
-pytestmark = [
-    pytest.mark.usefixtures("unoptimised_module"),
-    pytest.mark.xdist_group("transformations"),
-]
+pytestmark = pytest.mark.usefixtures("unoptimised_module")
 
 
 def _data(rng, shape=(3, 4, 5, 6), dtype=np.float32):
