@@ -231,6 +231,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "unoptimised_module" in fixtures and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # Tests marked `long_running` first (a stable sort keeps the order otherwise): pytest-xdist
+    # hands out the groups (largest first), then single tests in collection order, so a test of
+    # several seconds collected late would run on one worker while the other has run out.
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
 
 
 # Hypothesis: every example of tests/test_properties.py draws a new shape, so a new program to

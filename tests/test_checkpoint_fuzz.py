@@ -18,6 +18,7 @@ from conftest import ROOT, run_python
 EXAMPLES = int(os.environ.get("LUCID_JAX_FUZZ_EXAMPLES", "1500"))
 
 
+@pytest.mark.long_running
 @pytest.mark.skipif(sys.platform == "win32", reason="the child sets a POSIX memory limit")
 def test_mutated_checkpoints_read_to_valid_data_or_are_refused(tmp_path):
     # One BLAS thread: each thread's stack would count against the address-space limit.

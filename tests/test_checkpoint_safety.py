@@ -465,6 +465,7 @@ def test_attack_link_to_an_endless_device_is_refused_without_reading(tmp_path):
         lucid_jax.load(tmp_path / "zero.lcd")
 
 
+@pytest.mark.long_running
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_attack_fifo_is_refused_without_hanging(tmp_path):
     # In a child with a timeout: a loader that opened the FIFO would wait for a writer forever.

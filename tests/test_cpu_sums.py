@@ -71,6 +71,7 @@ def test_float64_input_and_no_axes_are_plain_sums():
     chex.assert_trees_all_equal(float64_on_cpu_sum(x, ()), x)
 
 
+@pytest.mark.long_running
 def test_transformations_are_those_of_a_sum():
     # Data from numpy: jax.random compiles a program per shape (seconds each on XLA:CPU).
     rng = np.random.default_rng(1)

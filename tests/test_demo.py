@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from conftest import ROOT, python_blocks, run_python, skip_without_source_tree
 
 skip_without_source_tree("README.md")
@@ -12,6 +13,7 @@ skip_without_source_tree("README.md")
 NUMBER = re.compile(r"-?\d+\.\d*(?:e[-+]?\d+)?")
 
 
+@pytest.mark.long_running
 def test_demo_prints_the_seed_example_as_the_readme_shows_it():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Lucid's example, unchanged but for its imports", 1)[1]

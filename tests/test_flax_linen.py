@@ -241,6 +241,7 @@ NO_FLAX = """
 """
 
 
+@pytest.mark.long_running
 def test_lucid_jax_imports_without_flax_and_lucid_jax_flax_says_how_to_install():
     result = run_python("-c", textwrap.dedent(NO_FLAX.format(blocked="flax")), cwd=ROOT)
     assert "pip install flax" in result.stdout

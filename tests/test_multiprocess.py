@@ -19,6 +19,10 @@ import pytest
 from multiprocess_steps import PROCESSES, TOLERANCE, inputs, single_process
 from sharding_cases import float64_reference, rel_err
 
+# One worker for the module: its two module-scoped runs (the two processes, the single-process
+# reference) are shared by its tests, which xdist would otherwise split, running each twice.
+pytestmark = [pytest.mark.xdist_group("multiprocess"), pytest.mark.long_running]
+
 STEPS = Path(__file__).with_name("multiprocess_steps.py")
 #: Start-up, the coordinator handshake and two compilations take 5-15 s on two busy cores.
 TIMEOUT_S = 120

@@ -359,6 +359,7 @@ CHECKS = {
 }
 
 
+@pytest.mark.long_running
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_and_computes_what_it_teaches(name, tmp_path):
     for module in REQUIRES.get(name, []):

@@ -406,6 +406,7 @@ def _forged_file(draw) -> bytes:
     return struct.pack("<Q", max(length, 0)) + header + data
 
 
+@pytest.mark.long_running
 @needs_package
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_forged_file())

@@ -242,6 +242,7 @@ def test_processes_saving_one_path_all_succeed_and_leave_one_whole_state(tmp_pat
     assert _temporaries(tmp_path) == []
 
 
+@pytest.mark.long_running
 @pytest.mark.usefixtures("x64")
 def test_kill_9_at_any_moment_leaves_the_old_or_the_new_file(tmp_path):
     # 2 x 8 MB states, saved in turn by a child killed with SIGKILL at a random moment.

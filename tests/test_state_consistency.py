@@ -86,6 +86,7 @@ def _run_against_loads(module, step):
     return counts, loads[0]
 
 
+@pytest.mark.long_running
 def test_eval_forwards_see_a_concurrent_load_whole_or_not_at_all():
     module = nn.InstanceNorm1d(2).eval()
     expected_a, expected_b = _reference_outputs(module)
@@ -110,6 +111,7 @@ def test_eval_forwards_see_a_concurrent_load_whole_or_not_at_all():
     assert loads > 0 and counts["A"] > 0 and counts["B"] > 0  # the loads were seen
 
 
+@pytest.mark.long_running
 def test_training_updates_are_atomic_against_a_concurrent_load():
     module = nn.InstanceNorm1d(2, momentum=0.25)
     expected_a, expected_b = _reference_outputs(module)
