@@ -27,6 +27,10 @@ import lucid_jax
 from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
 
+# One worker for the module: its tests share programs, which split over two workers each
+# compiled (52 programs against 39).
+pytestmark = pytest.mark.xdist_group("flax_devices")
+
 VALUES = {
     name: host_array(values)
     for name, values in {

@@ -12,6 +12,10 @@ from conftest import reference_instance_norm
 
 import lucid_jax
 
+# One worker for the module: its tests share programs (layouts and shapes), which split over two
+# workers each compiled (85 programs against 59).
+pytestmark = pytest.mark.xdist_group("numerics")
+
 
 def _offset_data(offset, shape=(4, 8, 32, 32), seed=0):
     return np.random.default_rng(seed).normal(offset, 1.0, shape).astype(np.float32)
