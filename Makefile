@@ -130,7 +130,9 @@ endef
 # The built wheel, on Python 3.12 with the newest JAX: first installed as a Colab notebook
 # installs it (colab_install_cells, in a venv with Colab's packages), then with the test
 # extras, and tested from the unpacked sdist with its source package removed: what a user
-# gets, tested away from the source tree. (One venv for both: the same environment.)
+# gets, tested away from the source tree, with the installed package's doctests in the same
+# run (`./tests` a path, `lucid_jax` the installed package). (One venv for both: the same
+# environment.)
 test-wheel: dist
 	rm -rf .venv-wheel build/wheel-test
 	$(NEW_VENV) $(PYTHON312) --seed .venv-wheel
@@ -140,8 +142,7 @@ test-wheel: dist
 	mkdir -p build/wheel-test
 	tar -xzf dist/*.tar.gz -C build/wheel-test --strip-components=1
 	rm -rf build/wheel-test/lucid_jax
-	cd build/wheel-test && ../../.venv-wheel/bin/pytest $(PYTEST_FLAGS) tests
-	cd build/wheel-test && ../../.venv-wheel/bin/pytest -p no:cacheprovider --doctest-modules \
+	cd build/wheel-test && ../../.venv-wheel/bin/pytest $(PYTEST_FLAGS) --doctest-modules ./tests \
 		--pyargs lucid_jax
 
 # The Colab check alone (`make test-wheel` includes it), in a venv of its own.
