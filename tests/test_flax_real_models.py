@@ -34,9 +34,6 @@ OURS_FAST = (
     + "; import functools; InstanceNorm = functools.partial(InstanceNorm, use_fast_variance=True)"
 )
 VARIANTS = {"flax": None, "ours": OURS, "ours_fast": OURS_FAST}
-#: One worker runs this module, so that each model's runs (module-scoped, mostly compilation)
-#: are computed once rather than once per worker that gets one of its tests.
-pytestmark = pytest.mark.xdist_group("flax_real_models")
 STEPS = 4
 
 
@@ -185,7 +182,14 @@ MODELS = {"jaxtar": _jaxtar, "scirex": _scirex}
 NORMS = {"jaxtar": 6, "scirex": 2}
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
+# One worker runs each model's tests (an xdist group per model), so that its runs
+# (module-scoped, mostly compilation) are computed once rather than once per worker that gets one
+# of its tests; the two models' runs can go on side by side (each 10-30 s, the longest unit of the
+# suite on jax 0.8.1 when they shared one group).
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=pytest.mark.xdist_group(f"real_{name}")) for name in MODELS],
+)
 def runs(request):
     # Compiling is most of the runs' time, optimising half of that; the claims are about the
     # layers' formulas, asserted within rounding (unoptimised, no fusion rounds differently).
