@@ -123,16 +123,15 @@ def reference_instance_norm(
 
 
 def channels_last_data(rng, shape=(4, 5, 6, 3), dtype=np.float32):
-    """Channels-last input with non-trivial statistics: ``(x, scale, bias, mean, var)``."""
-    import jax.numpy as jnp
-
+    """Channels-last input with non-trivial statistics: ``(x, scale, bias, mean, var)``, made
+    as `host_array` makes arrays."""
     c = shape[-1]
     return (
-        jnp.asarray(rng.normal(2.0, 3.0, shape), dtype),
-        jnp.asarray(rng.normal(1.0, 0.5, c), dtype),  # scale
-        jnp.asarray(rng.normal(0.0, 0.5, c), dtype),  # bias
-        jnp.asarray(rng.normal(0.0, 1.0, c), dtype),  # running mean
-        jnp.asarray(rng.uniform(0.5, 2.0, c), dtype),  # running var
+        host_array(rng.normal(2.0, 3.0, shape), dtype),
+        host_array(rng.normal(1.0, 0.5, c), dtype),  # scale
+        host_array(rng.normal(0.0, 0.5, c), dtype),  # bias
+        host_array(rng.normal(0.0, 1.0, c), dtype),  # running mean
+        host_array(rng.uniform(0.5, 2.0, c), dtype),  # running var
     )
 
 
