@@ -6,6 +6,7 @@ Loading this file also gives the test process 8 host (CPU) devices, in-process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -122,16 +123,15 @@ def reference_instance_norm(
 
 
 def channels_last_data(rng, shape=(4, 5, 6, 3), dtype=np.float32):
-    """Channels-last input with non-trivial statistics: ``(x, scale, bias, mean, var)``."""
-    import jax.numpy as jnp
-
+    """Channels-last input with non-trivial statistics: ``(x, scale, bias, mean, var)``, made
+    as `host_array` makes arrays."""
     c = shape[-1]
     return (
-        jnp.asarray(rng.normal(2.0, 3.0, shape), dtype),
-        jnp.asarray(rng.normal(1.0, 0.5, c), dtype),  # scale
-        jnp.asarray(rng.normal(0.0, 0.5, c), dtype),  # bias
-        jnp.asarray(rng.normal(0.0, 1.0, c), dtype),  # running mean
-        jnp.asarray(rng.uniform(0.5, 2.0, c), dtype),  # running var
+        host_array(rng.normal(2.0, 3.0, shape), dtype),
+        host_array(rng.normal(1.0, 0.5, c), dtype),  # scale
+        host_array(rng.normal(0.0, 0.5, c), dtype),  # bias
+        host_array(rng.normal(0.0, 1.0, c), dtype),  # running mean
+        host_array(rng.uniform(0.5, 2.0, c), dtype),  # running var
     )
 
 
@@ -183,6 +183,33 @@ def host_array(values: object, dtype: object = np.float32) -> jax.Array:
 def host_ones(shape: tuple[int, ...], dtype: object = np.float32) -> jax.Array:
     """`jnp.ones(shape, dtype)`, made as `host_array` makes arrays."""
     return host_array(np.ones(shape), dtype)
+
+
+def jitted(fn, /, **static_kwargs):
+    """`fn` with `static_kwargs` bound, as one jitted program: for a reference computed by Flax
+    (`module.init`, `module.apply`, a loss or gradient through Flax's layer).
+
+    Run eagerly, JAX compiles each operation separately for each new shape: Flax's
+    `InstanceNorm` some 12 tiny programs per input shape, its default initialisers a threefry
+    program per parameter shape (0.3-1.5 s each on XLA:CPU); jitted, one program. Initial
+    values are the same bit for bit; outputs may differ from the eager ones in the last bits
+    (XLA fuses, so rounds, differently), which the tests' tolerances allow.
+    """
+    return jax.jit(functools.partial(fn, **static_kwargs))
+
+
+@functools.cache
+def _nnx_jitted_call():
+    from flax import nnx
+
+    return nnx.jit(lambda module, *args: module(*args))
+
+
+def nnx_jitted_call(module, *args):
+    """`module(*args)` for a Flax nnx module, as one jitted program (`nnx.jit`), for the
+    reasons of `jitted`; its state updates (rng streams, statistics) are written back into
+    `module` as an eager call's."""
+    return _nnx_jitted_call()(module, *args)
 
 
 @contextlib.contextmanager

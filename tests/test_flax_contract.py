@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import host_array
+from conftest import host_array, host_ones, jitted, nnx_jitted_call
 from flax import nnx
 
 from lucid_jax.flax import linen as lucid_linen
@@ -41,7 +41,7 @@ X = host_array(np.random.default_rng(0).normal(2.0, 3.0, (4, 6, 5, 3)))
 def _rounding(expected) -> float:
     """A few float32 roundings of the output's scale: XLA may fuse (and so round) the same
     formula differently; Flax's own eager and jitted outputs differ by an ulp."""
-    return 8 * float(jnp.finfo(jnp.float32).eps) * float(jnp.max(jnp.abs(expected)))
+    return 8 * float(jnp.finfo(jnp.float32).eps) * float(np.max(np.abs(np.asarray(expected))))
 
 
 def _host(leaf) -> np.ndarray:
@@ -72,11 +72,11 @@ def _plus(tree, value: float):
 )
 def test_linen_default_is_flax_s_layer(kwargs):
     theirs, ours = nn.InstanceNorm(**kwargs), lucid_linen.InstanceNorm(**kwargs)
-    flax_variables = theirs.init(jax.random.key(1), X)
+    flax_variables = jitted(theirs.init)(jax.random.key(1), X)
     variables = ours.init(jax.random.key(1), X)  # no train flag, no other collection
     assert _tree_equal(variables, flax_variables)
     flax_variables = _plus(flax_variables, 0.5)  # a "checkpoint"
-    expected = theirs.apply(flax_variables, X)
+    expected = jitted(theirs.apply)(flax_variables, X)
     fast = lucid_linen.InstanceNorm(use_fast_variance=True, **kwargs).apply(flax_variables, X)
     assert fast.dtype == expected.dtype
     np.testing.assert_allclose(fast, expected, rtol=0, atol=_rounding(expected))  # its formula
@@ -88,10 +88,10 @@ def test_linen_default_is_flax_s_layer(kwargs):
 @pytest.mark.parametrize("face", ["linen", "nnx"])
 def test_nothing_to_normalise_over_gives_the_bias_and_zero_input_gradient_as_flax(face):
     x = jax.random.normal(jax.random.key(2), (5, 7)) * 4.0  # (N, C), e.g. after Dense
-    bias = jnp.arange(7.0)
+    bias = host_array(np.arange(7.0))
     if face == "linen":
         theirs, ours = nn.InstanceNorm(), lucid_linen.InstanceNorm()
-        variables = {"params": {"scale": jnp.full(7, 3.0), "bias": bias}}
+        variables = {"params": {"scale": host_array(np.full(7, 3.0)), "bias": bias}}
         flax_fn = lambda x: theirs.apply(variables, x)  # noqa: E731
         our_fn = lambda x: ours.apply(variables, x)  # noqa: E731
     else:
@@ -100,12 +100,12 @@ def test_nothing_to_normalise_over_gives_the_bias_and_zero_input_gradient_as_fla
         for layer in (theirs, ours):
             layer.bias[...] = bias
         flax_fn, our_fn = theirs, ours
-    np.testing.assert_array_equal(our_fn(x), flax_fn(x))
-    np.testing.assert_array_equal(our_fn(x), jnp.broadcast_to(bias, x.shape))
+    np.testing.assert_array_equal(our_fn(x), jitted(flax_fn)(x))
+    np.testing.assert_array_equal(our_fn(x), np.broadcast_to(np.asarray(bias), x.shape))
     grad = jax.grad(lambda x: jnp.sum(jnp.sin(our_fn(x))))(x)
-    flax_grad = jax.grad(lambda x: jnp.sum(jnp.sin(flax_fn(x))))(x)
+    flax_grad = jitted(jax.grad(lambda x: jnp.sum(jnp.sin(flax_fn(x)))))(x)
     np.testing.assert_array_equal(grad, flax_grad)
-    np.testing.assert_array_equal(grad, jnp.zeros_like(x))
+    np.testing.assert_array_equal(grad, np.zeros(x.shape))
 
 
 def test_linen_running_statistics_are_opt_in_with_use_running_average_as_batchnorm():
@@ -120,7 +120,7 @@ def test_linen_running_statistics_are_opt_in_with_use_running_average_as_batchno
     ).apply(variables, X)
     np.testing.assert_array_equal(at_call, at_construction)
     # The fresh statistics (mean 0, var 1) normalise in eval: the input, scaled by 1/sqrt(1+eps).
-    np.testing.assert_allclose(at_call, X / np.sqrt(1 + 1e-6), rtol=1e-6)
+    np.testing.assert_allclose(at_call, np.asarray(X) / np.sqrt(1 + 1e-6), rtol=1e-6)
 
 
 @pytest.mark.parametrize("face", ["linen", "nnx"])
@@ -160,12 +160,14 @@ def test_nnx_model_with_dropout_train_and_eval_equal_flax_s(use_fast_variance):
     state = _plus(nnx.state(theirs, nnx.Param), 0.25)
     nnx.update(theirs, state)
     nnx.update(ours, state)
-    train_theirs, train_ours = theirs(X), ours(X)  # dropout on, same rng stream
+    # Each model's call is one program (Conv, Dropout, Linear eagerly: some 20 programs).
+    train_theirs = nnx_jitted_call(theirs, X)  # dropout on, same rng stream
+    train_ours = nnx_jitted_call(ours, X)
     tol = {"rtol": 0, "atol": _rounding(train_theirs)}
     np.testing.assert_allclose(train_ours, train_theirs, **tol)
     theirs.eval()
     ours.eval()  # dropout off; our layer has no running statistics to switch to
-    eval_theirs, eval_ours = theirs(X), ours(X)
+    eval_theirs, eval_ours = nnx_jitted_call(theirs, X), nnx_jitted_call(ours, X)
     assert not np.allclose(eval_theirs, train_theirs)
     np.testing.assert_allclose(eval_ours, eval_theirs, **tol)
     assert sorted(nnx.to_pure_dict(nnx.state(ours.norm))) == ["bias", "scale"]
@@ -200,7 +202,7 @@ class _LinenNet(nn.Module):
 
 def test_linen_variables_for_adds_fresh_running_stats_and_drops_them_back():
     flax_model = _LinenNet(nn.InstanceNorm, {})
-    flax_variables = flax_model.init(jax.random.key(0), X)
+    flax_variables = jitted(flax_model.init)(jax.random.key(0), X)
     flax_variables = _plus(flax_variables, 0.5)  # trained, say
     tracking = _LinenNet(lucid_linen.InstanceNorm, {"track_running_stats": True})
     variables = linen_variables_for(tracking, flax_variables, X)
@@ -213,8 +215,8 @@ def test_linen_variables_for_adds_fresh_running_stats_and_drops_them_back():
         variables["batch_stats"]["BatchNorm_0"], flax_variables["batch_stats"]["BatchNorm_0"]
     )
     np.testing.assert_allclose(
-        tracking.apply(variables, X, train=True, mutable=["batch_stats"])[0],
-        flax_model.apply(flax_variables, X, train=True, mutable=["batch_stats"])[0],
+        jitted(tracking.apply, train=True, mutable=["batch_stats"])(variables, X)[0],
+        jitted(flax_model.apply, train=True, mutable=["batch_stats"])(flax_variables, X)[0],
         rtol=0,
         atol=1e-5,
     )
@@ -223,7 +225,7 @@ def test_linen_variables_for_adds_fresh_running_stats_and_drops_them_back():
 
 
 def test_linen_variables_for_refuses_another_model():
-    variables = _LinenNet(nn.InstanceNorm, {}).init(jax.random.key(0), X)
+    variables = jitted(_LinenNet(nn.InstanceNorm, {}).init)(jax.random.key(0), X)
     with pytest.raises(
         ValueError,
         match=r"linen_variables_for: .*missing params/Dense_0/bias, params/Dense_0/kernel",
@@ -236,7 +238,7 @@ def test_linen_variables_for_refuses_another_model():
             },
             X,
         )
-    wide = jax.tree.map(lambda v: jnp.ones((*v.shape, 1)) if v.ndim == 1 else v, variables)
+    wide = jax.tree.map(lambda v: host_ones((*v.shape, 1)) if v.ndim == 1 else v, variables)
     with pytest.raises(ValueError, match=r"linen_variables_for: .*has shape"):
         linen_variables_for(_LinenNet(lucid_linen.InstanceNorm, {}), wide, X)
     with pytest.raises(TypeError, match=r"linen_variables_for: variables must be a mapping"):

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import host_array
+from conftest import host_array, host_ones
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -108,14 +108,13 @@ def sharded(mesh, face: str, x, x_spec, **kwargs):
 def test_batch_axis_name_under_shard_map_gives_every_shard_the_global_update(face, mesh):
     rng = np.random.default_rng(0)
     # Shards with different statistics, so a per-shard update would differ from the global.
-    x = jnp.asarray(
+    x = host_array(
         rng.normal(0, 1, (8, 5, 5, 3)) * np.arange(1, 9)[:, None, None, None]
-        + np.arange(8)[:, None, None, None],
-        jnp.float32,
+        + np.arange(8)[:, None, None, None]
     )
     y, updates = sharded(mesh, face, x, P("devices"), momentum=0.9, batch_axis_name="devices")
     state, apply = pure(face, momentum=0.9)
-    ref_y, ref = apply(state, x)
+    ref_y, ref = jax.jit(apply)(state, x)
     np.testing.assert_allclose(y, ref_y, rtol=1e-6, atol=1e-6)
     for name in ("mean", "var"):
         rows = np.asarray(updates[name])
@@ -133,15 +132,15 @@ def test_axis_name_averages_each_instance_statistics_over_devices_as_flax(face, 
     spatial axis) and its statistics are pmean'd; checked against Flax's own layer, the
     single-device layer, and its gradients."""
     rng = np.random.default_rng(1)
-    x = jnp.asarray(
-        rng.normal(2.0, 3.0, (2, 8, 5, 3)) * np.arange(1, 9)[None, :, None, None], jnp.float32
+    x = host_array(
+        rng.normal(2.0, 3.0, (2, 8, 5, 3)) * np.arange(1, 9)[None, :, None, None]
     )  # each instance split over the devices along axis 1
     spatial = P(None, "devices")
     options = {"epsilon": 1e-5, "use_fast_variance": False}
     # Flax's own layer under the same shard_map is the reference for the output.
     theirs, _ = sharded(mesh, "flax-" + face, x, spatial, axis_name="devices", **options)
     state, apply = pure(face, **options)
-    single_y, single_stats = apply(state, x)
+    single_y, single_stats = jax.jit(apply)(state, x)
     np.testing.assert_allclose(theirs, single_y, rtol=1e-5, atol=1e-5)
     for tracking in (False, True):
         y, stats = sharded(
@@ -156,7 +155,7 @@ def test_axis_name_averages_each_instance_statistics_over_devices_as_flax(face, 
     assert not np.allclose(local, theirs, atol=1e-2)
 
     # Gradients through the pmean'd statistics equal the single-device ones.
-    weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    weights = host_array(rng.normal(size=x.shape))
     state, apply = pure(face, axis_name="devices", track_running_stats=False, **options)
     _, apply_single = pure(face, track_running_stats=False, **options)
 
@@ -173,7 +172,9 @@ def test_axis_name_averages_each_instance_statistics_over_devices_as_flax(face, 
         jax.device_put(state, NamedSharding(mesh, P())),
         *(jax.device_put(a, NamedSharding(mesh, spatial)) for a in (x, weights)),
     )
-    expected = jax.grad(lambda s, x: loss(apply_single, s, x, weights), argnums=(0, 1))(state, x)
+    expected = jax.jit(jax.grad(lambda s, x: loss(apply_single, s, x, weights), argnums=(0, 1)))(
+        state, x
+    )
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -181,25 +182,29 @@ def test_axis_name_averages_each_instance_statistics_over_devices_as_flax(face, 
 def test_axis_index_groups_split_the_devices_as_lax_pmean_does(face):
     """Two groups of two devices, each sharing its own instances (under `pmap`: JAX's
     `shard_map` has no `axis_index_groups`)."""
-    x = jnp.asarray(np.random.default_rng(3).normal(2.0, 3.0, (2, 8, 5, 3)), jnp.float32)
+    x = np.random.default_rng(3).normal(2.0, 3.0, (2, 8, 5, 3)).astype(np.float32)
     options = {"epsilon": 1e-5, "use_fast_variance": False, "track_running_stats": False}
     state, apply = pure(face, axis_name="devices", axis_index_groups=[[0, 1], [2, 3]], **options)
-    parts = jnp.stack(jnp.split(x, 4, axis=1))  # device d holds rows 2d, 2d + 1
+    parts = host_array(np.stack(np.split(x, 4, axis=1)))  # device d holds rows 2d, 2d + 1
     y = jax.pmap(lambda x: apply(state, x)[0], axis_name="devices", devices=jax.devices()[:4])(
         parts
     )
     single_state, apply_single = pure(face, **options)
-    halves = [apply_single(single_state, half)[0] for half in (x[:, :4], x[:, 4:])]
+    apply_single = jax.jit(apply_single)
+    halves = [apply_single(single_state, host_array(half))[0] for half in (x[:, :4], x[:, 4:])]
     np.testing.assert_allclose(
-        jnp.concatenate(list(y), axis=1), jnp.concatenate(halves, axis=1), rtol=1e-5, atol=1e-5
+        np.concatenate(list(np.asarray(y)), axis=1),
+        np.concatenate(halves, axis=1),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 def test_pure_function_instance_axis_name_pmeans_each_instance_statistics(mesh):
     """The core's side of Flax's axis_name, through the public function."""
     rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.normal(1.0, 2.0, (2, 3, 8, 5)), jnp.float32)  # (N, C, L, W)
-    running_mean, running_var = jnp.zeros(3), jnp.ones(3)
+    x = host_array(rng.normal(1.0, 2.0, (2, 3, 8, 5)))  # (N, C, L, W)
+    running_mean, running_var = host_array(np.zeros(3)), host_ones((3,))
 
     def step(x):
         out = lucid_jax.instance_norm(x, running_mean, running_var, instance_axis_name="devices")

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from conftest import channels_last_data as _data
+from conftest import host_array, jitted, reference_instance_norm
 from conftest import reference_channels_last as _reference_channels_last
-from conftest import reference_instance_norm
 from flax import nnx, serialization
 
 import lucid_jax
@@ -95,11 +95,11 @@ class LinenFace:
 
     @staticmethod
     def flax_layer(num_features, x, **kwargs):
-        """Flax's own layer: `(initial params, apply(params, x))`."""
+        """Flax's own layer: `(initial params, apply(params, x))`, each one jitted program."""
         del num_features
         theirs = nn.InstanceNorm(**kwargs)
-        params = theirs.init(jax.random.key(0), x)["params"]
-        return dict(params), lambda params, x: theirs.apply({"params": params}, x)
+        params = jitted(theirs.init)(jax.random.key(0), x)["params"]
+        return dict(params), jitted(lambda params, x: theirs.apply({"params": params}, x))
 
 
 class NnxFace:
@@ -136,14 +136,14 @@ class NnxFace:
     def flax_layer(num_features, x, **kwargs):
         del x
         theirs = nnx.InstanceNorm(num_features, rngs=nnx.Rngs(0), **kwargs)
+        graphdef, state = nnx.split(theirs)
+        call = jitted(lambda state, x: nnx.merge(graphdef, state)(x))
 
         def apply(params, x):
-            state = nnx.state(theirs)
             nnx.replace_by_pure_dict(state, params)
-            nnx.update(theirs, state)
-            return theirs(x)
+            return call(state, x)
 
-        return nnx.to_pure_dict(nnx.state(theirs)), apply
+        return nnx.to_pure_dict(state), apply
 
 
 @pytest.fixture(params=[LinenFace, NnxFace], ids=["linen", "nnx"])
@@ -276,7 +276,7 @@ def test_without_tracking_every_mode_uses_instance_stats(face, rng):
 def test_several_feature_axes_match_reference_and_keep_running_stats(
     face, rng, shape, feature_axes
 ):
-    x = jnp.asarray(rng.normal(1.0, 2.0, shape), jnp.float32)
+    x = host_array(rng.normal(1.0, 2.0, shape))
     reduced = [a for a in range(1, x.ndim) if a not in feature_axes]
     features = [x.shape[a] for a in feature_axes]
     layout = np.transpose(np.asarray(x), (0, *reduced, *feature_axes))  # (N, *reduced, *features)
@@ -312,7 +312,7 @@ def test_several_feature_axes_match_reference_and_keep_running_stats(
     ],
 )
 def test_drop_in_for_flax_instance_norm(face, rng, shape, feature_axes, use_scale, use_bias):
-    x = jnp.asarray(rng.normal(2.0, 3.0, shape), jnp.float32)
+    x = host_array(rng.normal(2.0, 3.0, shape))
     axes = feature_axes if isinstance(feature_axes, tuple) else (feature_axes,)
     c = int(np.prod([shape[a] for a in axes]))
     options = {"feature_axes": feature_axes, "use_scale": use_scale, "use_bias": use_bias}
@@ -323,7 +323,8 @@ def test_drop_in_for_flax_instance_norm(face, rng, shape, feature_axes, use_scal
     chex.assert_trees_all_equal(ours.flat(), theirs_params)
     # Trained-looking params, shared both ways.
     params = jax.tree.map(
-        lambda p: p + jnp.asarray(rng.normal(0, 0.5, p.shape), p.dtype), theirs_params
+        lambda p: host_array(np.asarray(p) + rng.normal(0, 0.5, p.shape).astype(p.dtype), p.dtype),
+        theirs_params,
     )
     ours.load(x, **params)
     np.testing.assert_allclose(ours(x), theirs(params, x), rtol=1e-5, atol=1e-5)
@@ -331,7 +332,7 @@ def test_drop_in_for_flax_instance_norm(face, rng, shape, feature_axes, use_scal
 
 def test_drop_in_default_epsilon_differs_only_by_epsilon(face, rng):
     """Our default epsilon is Lucid's 1e-5 (Flax's InstanceNorm has 1e-6)."""
-    x = jnp.asarray(rng.normal(0.0, 1.0, (2, 4, 4, 3)), jnp.float32)
+    x = host_array(rng.normal(0.0, 1.0, (2, 4, 4, 3)))
     params, theirs = face.flax_layer(3, x, epsilon=1e-5, use_fast_variance=False)
     ours = face(3, track_running_stats=False)
     np.testing.assert_allclose(ours(x), theirs(params, x), rtol=1e-5, atol=1e-5)
@@ -347,7 +348,7 @@ def test_drop_in_default_epsilon_differs_only_by_epsilon(face, rng):
     ],
 )
 def test_dtype_follows_flax(face, rng, x_dtype, dtype, expected):
-    x = jnp.asarray(rng.normal(2.0, 3.0, (2, 4, 5, 3)), x_dtype)
+    x = host_array(rng.normal(2.0, 3.0, (2, 4, 5, 3)), x_dtype)
     params, theirs = face.flax_layer(3, x, dtype=dtype, use_fast_variance=False)
     y_ours = face(3, track_running_stats=False, dtype=dtype, epsilon=1e-6)(x)
     y_theirs = theirs(params, x)

@@ -13,9 +13,8 @@ import pytest
 pytest.importorskip("flax", reason="needs the flax extra (pip install '.[flax]')")
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from conftest import DATA, host_ones, reference_instance_norm
+from conftest import DATA, host_array, host_ones, reference_instance_norm
 from flax import nnx
 
 import lucid_jax
@@ -39,7 +38,7 @@ def _lucid_jax_module(state, training: bool):
     module = lucid_jax.nn.InstanceNorm2d(3, momentum=MOMENTUM)
     module.load_state_dict(state)
     module.train(training)
-    y = module(jnp.asarray(X, jnp.float32))
+    y = module(host_array(X))
     return np.asarray(y), np.asarray(module.running_mean.data), np.asarray(module.running_var.data)
 
 
@@ -55,7 +54,7 @@ def test_linen_with_lucid_state_matches_lucid(training, channel_axis):
     layer = linen.InstanceNorm.lucid(
         momentum=flax_momentum_from_lucid(MOMENTUM), channel_axis=channel_axis
     )
-    x = jnp.moveaxis(jnp.asarray(X, jnp.float32), 1, channel_axis)
+    x = host_array(np.moveaxis(X, 1, channel_axis))
     y, updates = layer.apply(
         variables, x, use_running_average=not training, mutable=["batch_stats"]
     )
@@ -82,7 +81,7 @@ def test_nnx_with_lucid_state_matches_lucid(training):
     )
     load_lucid_into_nnx(layer, state, prefix="1")
     layer.train() if training else layer.eval()
-    y = layer(jnp.asarray(X, jnp.float32))
+    y = layer(host_array(X))
     own = {k[2:]: v for k, v in state.items() if k.startswith("1.")}
     expected = _lucid_jax_module(own, training)
     reference = _reference({k: np.asarray(v) for k, v in own.items()}, training)
@@ -102,7 +101,7 @@ def test_without_running_stats_or_affine_only_the_present_collections():
     assert sorted(variables) == ["batch_stats"]
     np.testing.assert_array_equal(variables["batch_stats"]["var"], state["running_var"])
     layer = linen.InstanceNorm.lucid(use_scale=False, use_bias=False, channel_axis=1)
-    y = layer.apply(variables, jnp.asarray(X, jnp.float32), use_running_average=True)
+    y = layer.apply(variables, host_array(X), use_running_average=True)
     ref, _, _ = reference_instance_norm(
         X, np.asarray(state["running_mean"]), np.asarray(state["running_var"]), training=False
     )
