@@ -35,11 +35,11 @@ import lucid_jax
 from lucid_jax.flax import linen as lucid_linen
 from lucid_jax.flax import nnx as lucid_nnx
 
-#: What a face builds unless a test says otherwise: Lucid's running statistics and eps.
 # One worker for the module: its tests compile the same programs (the two faces share shapes
 # and the pure function's); split over two workers, each compiled them (328 programs against 221).
 pytestmark = pytest.mark.xdist_group("flax_faces")
 
+#: What a face builds unless a test says otherwise: Lucid's running statistics and eps.
 TRACKING = {"track_running_stats": True, "epsilon": 1e-5}
 
 
