@@ -36,8 +36,11 @@ TORCH ?= torch==2.13.0 $(if $(PIP_FIND_LINKS),$(addprefix --find-links ,$(PIP_FI
 # The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml):
 # the core on jax 0.6.1, then the flax extra's floor, flax 0.12.5, on the oldest jax it takes.
 OLDEST_PINS := jax==0.6.1 jaxlib==0.6.1 numpy==2.0.2
-OLDEST_FLAX_PINS := flax==0.12.5 jax==0.8.1 jaxlib==0.8.1
-PYTEST_FLAGS := -p no:cacheprovider -n 2 --dist loadgroup
+OLDEST_FLAX_PINS := flax==0.12.5 jax==0.8.1 jaxlib==0.8.1 numpy==2.0.2
+OLDEST_TEST_DEPS := "pytest<9.2" pytest-xdist hypothesis scipy chex optax scikit-learn
+# pytest-xdist workers per suite run: one per core of the 2-core machine CI runs on.
+WORKERS ?= 2
+PYTEST_FLAGS = -p no:cacheprovider -n $(WORKERS) --dist loadgroup
 
 # A second Python, 3.12 (Colab's), where one is installed: `make test-wheel` and
 # `make test-colab` use it, `make test` and `make test-oldest` the default python3.
@@ -101,8 +104,11 @@ test-peers: $(VENV)/.dev-installed
 	$(INSTALL) $(BIN)/python $(TORCH)
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m "torch or benchmarks"
 
-dist: $(VENV)/.dev-installed
+$(VENV)/.release-installed: pyproject.toml $(VENV)/.dev-installed
 	$(INSTALL) $(BIN)/python -e ".[release]"
+	touch $@
+
+dist: $(VENV)/.release-installed
 	rm -rf dist
 	$(UV) build --quiet --out-dir dist .
 	$(BIN)/python -m twine check --strict dist/*
@@ -154,22 +160,38 @@ test-colab: dist
 
 # The suite against the oldest declared jax, jaxlib and numpy, the package installed (not
 # editable) and the tests run from tests/ (so that the clone's sources are not imported); the
-# Flax tests skip there (no flax), then run on the flax extra's floor, which needs jax 0.8.1,
-# with the numerics and the docs' examples (both XLA:CPUs add rows in sequence: the float64
-# instance sums of lucid_jax/_cpu_sums.py are what these two runs prove).
+# Flax tests skip there (no flax). Beside it, in a venv of its own, the Flax tests on the flax
+# extra's floor, which needs jax 0.8.1, with the numerics and the docs' examples (both
+# XLA:CPUs add rows in sequence: the float64 instance sums of lucid_jax/_cpu_sums.py are what
+# these two runs prove). The two environments are made one after the other (two builds of the
+# package from one source tree would share its build files); then the two suites run side
+# by side, OLDEST_WORKERS xdist workers each, the floor's output kept and shown after: on two
+# cores, one worker each took 115-117 s where the two suites one after the other with two
+# workers each took 133-151 s (each run's start and end left a core idle).
+OLDEST_WORKERS ?= 1
+test-oldest: WORKERS = $(OLDEST_WORKERS)
+FLAX_FLOOR_TESTS := test_flax_*.py test_numerics.py test_cpu_sums.py test_docs_examples.py
+
 test-oldest: | $(UV)
-	rm -rf .venv-oldest
+	rm -rf .venv-oldest .venv-oldest-flax build/test-oldest-flax.log
+	mkdir -p build
 	$(NEW_VENV) $(PYTHON) .venv-oldest
-	$(INSTALL) .venv-oldest/bin/python $(OLDEST_PINS) "pytest<9.2" pytest-xdist hypothesis \
-		scipy chex optax scikit-learn
+	$(INSTALL) .venv-oldest/bin/python $(OLDEST_PINS) $(OLDEST_TEST_DEPS)
 	$(INSTALL) .venv-oldest/bin/python --no-deps .
 	$(UV) pip check --quiet --python .venv-oldest/bin/python
-	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) --ignore=test_notebooks.py \
-		--ignore=test_bench_smoke.py
-	$(INSTALL) .venv-oldest/bin/python $(OLDEST_FLAX_PINS)
-	$(UV) pip check --quiet --python .venv-oldest/bin/python
-	cd tests && ../.venv-oldest/bin/pytest $(PYTEST_FLAGS) test_flax_*.py test_numerics.py \
-		test_cpu_sums.py test_docs_examples.py
+	$(NEW_VENV) $(PYTHON) .venv-oldest-flax
+	$(INSTALL) .venv-oldest-flax/bin/python $(OLDEST_FLAX_PINS) $(OLDEST_TEST_DEPS)
+	$(INSTALL) .venv-oldest-flax/bin/python --no-deps .
+	$(UV) pip check --quiet --python .venv-oldest-flax/bin/python
+	cd tests && { \
+		../.venv-oldest-flax/bin/pytest $(PYTEST_FLAGS) \
+			$(FLAX_FLOOR_TESTS) > ../build/test-oldest-flax.log 2>&1 & floor=$$!; \
+		../.venv-oldest/bin/pytest $(PYTEST_FLAGS) \
+			--ignore=test_notebooks.py --ignore=test_bench_smoke.py; core=$$?; \
+		wait $$floor; flax=$$?; \
+		echo "== test-oldest: the flax extra's floor ($(OLDEST_FLAX_PINS)), run beside:"; \
+		cat ../build/test-oldest-flax.log; \
+		[ $$core -eq 0 ] && [ $$flax -eq 0 ]; }
 
 # The suite (not the notebooks, not the benchmarks) on each Python of PYTHONS this machine
 # has, each with the newest JAX pip can give it, in an environment uv makes (uv comes from
@@ -234,10 +256,15 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/pyright --pythonpath $(BIN)/python --project $(CURDIR)
 	$(BIN)/python scripts/verify_types.py $(BIN)/pyright
 
+# The pinned environment with every extra .ci/run's steps use, installed before some of them
+# run side by side (then none of them installs into .venv while another reads it).
+.PHONY: ci-env
+ci-env: $(VENV)/.lint-installed $(VENV)/.docs-installed $(VENV)/.release-installed
+
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format lucid_jax tests benchmarks notebooks scripts
 
 clean:
-	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-colab build dist site .cache .pytest_cache .ruff_cache \
+	rm -rf $(VENV) .venv-wheel .venv-oldest .venv-oldest-flax .venv-colab build dist site .cache .pytest_cache .ruff_cache \
 		.hypothesis docs/javascripts/mathjax
