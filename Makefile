@@ -34,7 +34,8 @@ DEV_EXTRAS := dev,flax,notebooks,bench
 #   make test-peers TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0 $(if $(PIP_FIND_LINKS),$(addprefix --find-links ,$(PIP_FIND_LINKS)))
 # The oldest versions the package declares and `make test-oldest` checks (see pyproject.toml):
-# the core on jax 0.6.1, then the flax extra's floor, flax 0.12.5, on the oldest jax it takes.
+# the core on jax 0.6.1, and beside it the flax extra's floor, flax 0.12.5, on the oldest jax
+# it takes.
 OLDEST_PINS := jax==0.6.1 jaxlib==0.6.1 numpy==2.0.2
 OLDEST_FLAX_PINS := flax==0.12.5 jax==0.8.1 jaxlib==0.8.1 numpy==2.0.2
 OLDEST_TEST_DEPS := "pytest<9.2" pytest-xdist hypothesis scipy chex optax scikit-learn
@@ -172,17 +173,20 @@ OLDEST_WORKERS ?= 1
 test-oldest: WORKERS = $(OLDEST_WORKERS)
 FLAX_FLOOR_TESTS := test_flax_*.py test_numerics.py test_cpu_sums.py test_docs_examples.py
 
+# $(call oldest_venv,VENV,PINS): a new VENV with PINS, the test dependencies and the package
+# (not editable), checked consistent.
+define oldest_venv
+	$(NEW_VENV) $(PYTHON) $(1)
+	$(INSTALL) $(1)/bin/python $(2) $(OLDEST_TEST_DEPS)
+	$(INSTALL) $(1)/bin/python --no-deps .
+	$(UV) pip check --quiet --python $(1)/bin/python
+endef
+
 test-oldest: | $(UV)
 	rm -rf .venv-oldest .venv-oldest-flax build/test-oldest-flax.log
 	mkdir -p build
-	$(NEW_VENV) $(PYTHON) .venv-oldest
-	$(INSTALL) .venv-oldest/bin/python $(OLDEST_PINS) $(OLDEST_TEST_DEPS)
-	$(INSTALL) .venv-oldest/bin/python --no-deps .
-	$(UV) pip check --quiet --python .venv-oldest/bin/python
-	$(NEW_VENV) $(PYTHON) .venv-oldest-flax
-	$(INSTALL) .venv-oldest-flax/bin/python $(OLDEST_FLAX_PINS) $(OLDEST_TEST_DEPS)
-	$(INSTALL) .venv-oldest-flax/bin/python --no-deps .
-	$(UV) pip check --quiet --python .venv-oldest-flax/bin/python
+	$(call oldest_venv,.venv-oldest,$(OLDEST_PINS))
+	$(call oldest_venv,.venv-oldest-flax,$(OLDEST_FLAX_PINS))
 	cd tests && { \
 		../.venv-oldest-flax/bin/pytest $(PYTEST_FLAGS) \
 			$(FLAX_FLOOR_TESTS) > ../build/test-oldest-flax.log 2>&1 & floor=$$!; \
