@@ -1,6 +1,6 @@
-# Entry points: `make demo` and `make test` (the README's two commands); `make docs`, `make bench`,
-# `make accuracy`, `make scaling`, `make lint`, `make dist`; and the heavier checks `.ci/run`
-# adds: `make test-wheel`, `make test-oldest`, `make test-peers`.
+# Entry points: `make demo` and `make test` (the README's two commands); `make test-notebooks`,
+# `make docs`, `make bench`, `make accuracy`, `make scaling`, `make lint`, `make dist`; and the
+# heavier checks `.ci/run` adds: `make test-wheel`, `make test-oldest`, `make test-peers`.
 # Each creates its own virtual environment and installs what it needs, so a fresh clone on a
 # machine that has never seen the project needs nothing else than python3 >= 3.11.
 
@@ -78,24 +78,25 @@ $(VENV)/.dev-installed: pyproject.toml | $(UV)
 demo: $(VENV)/.core-installed
 	@$(BIN)/python -m lucid_jax
 
-# The notebooks as the suite executes them (tests/test_notebooks.py keeps them where
-# LUCID_JAX_EXECUTED_NOTEBOOKS says): the docs site renders these, never executes them again.
+# The notebooks, executed end to end and checked (tests/test_notebooks.py, marker `notebooks`:
+# `make test` leaves them out), kept where LUCID_JAX_EXECUTED_NOTEBOOKS says: the docs site
+# renders these, never executes them again.
 EXECUTED := build/notebooks
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m "not benchmarks and not notebooks"
+
+.PHONY: test-notebooks
+test-notebooks: $(VENV)/.dev-installed
 	rm -rf $(EXECUTED)
 	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest $(PYTEST_FLAGS) \
-		-m "not benchmarks"
-	@if [ "$$(ls $(EXECUTED)/*.ipynb 2>/dev/null | wc -l)" = "$(words $(NOTEBOOKS))" ]; then \
-		touch $(EXECUTED)/.done; fi
+		-m notebooks tests/test_notebooks.py
+	touch $(EXECUTED)/.done
 
-# `make docs` without a `make test` since the last change: execute the notebooks (only).
+# `make docs` without a `make test-notebooks` since the last change: that first.
 $(EXECUTED)/.done: $(NOTEBOOKS) $(SOURCES) | $(VENV)/.dev-installed
-	rm -rf $(EXECUTED)
-	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest -p no:cacheprovider \
-		-n 2 tests/test_notebooks.py -k runs_and_computes
-	touch $@
+	$(MAKE) test-notebooks
 
 # With PyTorch installed: the comparisons with it (marker `torch`: they skip in `make test`;
 # the rest of the suite ran there already) and the benchmark scripts end to end (marker
@@ -121,7 +122,7 @@ COLAB_PACKAGES := jax flax optax matplotlib scikit-learn nbclient nbformat ipyke
 # the freshly built wheel beside each notebook, and each notebook's first cell (the install
 # cell) executed from that folder in a Jupyter kernel, followed by imports of what the
 # notebooks use; then the installed version must be the wheel's. (The notebooks themselves run,
-# cell by cell with their results checked, once: in `make test`.)
+# cell by cell with their results checked, once: in `make test-notebooks`.)
 define colab_install_cells
 	rm -rf build/colab
 	mkdir -p build/colab
@@ -222,9 +223,9 @@ test-pythons: $(UV)
 		ran="$$ran $$version"; done; \
 	echo "test-pythons: passed on Python$$ran; skipped (not installed):$${skipped:- none}"
 
-# The docs site, built strictly (a warning, a broken link or reference fails) into site/,
-# with the notebooks as the suite executed them, and MathJax vendored from its npm package
-# (the site loads nothing from the network); then scripts/check_site.py checks the HTML.
+# The docs site, built strictly (a warning, a broken link or reference fails) into site/, with
+# the notebooks as `make test-notebooks` executed them, and MathJax vendored from its npm
+# package (the site loads nothing from the network); then scripts/check_site.py checks the HTML.
 $(VENV)/.docs-installed: pyproject.toml | $(UV)
 	$(INSTALL) $(BIN)/python -e ".[docs]"
 	touch $@

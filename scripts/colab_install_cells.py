@@ -4,7 +4,7 @@
 
 ``make test-colab`` executes these in a Colab-like venv, from a folder that holds the built
 wheel: the install cell must install lucid-jax (from the wheel) and the check cell import what
-the notebooks use. The notebooks themselves are executed once, by ``make test``.
+the notebooks use. The notebooks themselves are executed once, by ``make test-notebooks``.
 """
 
 from __future__ import annotations

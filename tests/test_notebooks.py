@@ -257,8 +257,9 @@ def _execute(name: str, results_path: Path) -> tuple[nbformat.NotebookNode, dict
 def _keep_for_the_docs(name: str, notebook: nbformat.NotebookNode) -> None:
     """Save the executed notebook, less the probe cell, where ``make docs`` renders it from.
 
-    The docs site shows these outputs rather than executing the notebooks again; ``make test``
-    names the folder in ``LUCID_JAX_EXECUTED_NOTEBOOKS``; elsewhere nothing is written.
+    The docs site shows these outputs rather than executing the notebooks again;
+    ``make test-notebooks`` names the folder in ``LUCID_JAX_EXECUTED_NOTEBOOKS``; elsewhere
+    nothing is written.
     """
     folder = os.environ.get(EXECUTED_NOTEBOOKS)
     if not folder:
@@ -359,6 +360,7 @@ CHECKS = {
 }
 
 
+@pytest.mark.notebooks
 @pytest.mark.long_running
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_and_computes_what_it_teaches(name, tmp_path):
