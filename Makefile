@@ -92,6 +92,8 @@ test-notebooks: $(VENV)/.dev-installed
 	rm -rf $(EXECUTED)
 	LUCID_JAX_EXECUTED_NOTEBOOKS=$(CURDIR)/$(EXECUTED) $(BIN)/python -m pytest $(PYTEST_FLAGS) \
 		-m notebooks tests/test_notebooks.py
+	@executed=$$(ls $(EXECUTED)/*.ipynb 2>/dev/null | wc -l); [ "$$executed" = "$(words $(NOTEBOOKS))" ] || \
+		{ echo "test-notebooks: $$executed of $(words $(NOTEBOOKS)) notebooks executed (skipped?)"; exit 1; }
 	touch $(EXECUTED)/.done
 
 # `make docs` without a `make test-notebooks` since the last change: that first.
