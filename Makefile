@@ -84,8 +84,23 @@ demo: $(VENV)/.core-installed
 EXECUTED := build/notebooks
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
+# `make test`: the suite in two processes side by side. The xdist workers compile with XLA:CPU's
+# elemental emitters (LUCID_JAX_TEST_FAST_COMPILE=1: half the compile time, the same HLO;
+# tests/conftest.py says what was compared); beside them one process runs the tests marked
+# `default_codegen` (the numerics: what users' XLA computes) as XLA compiles by default, its
+# output kept and shown after. Every other suite (`make test-wheel`, `make test-oldest`, ...)
+# compiles as XLA's default throughout.
+TEST_MARKERS := not benchmarks and not notebooks
 test: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m "not benchmarks and not notebooks"
+	mkdir -p build
+	{ $(BIN)/python -m pytest -p no:cacheprovider -m "default_codegen and $(TEST_MARKERS)" \
+		> build/test-default-codegen.log 2>&1 & beside=$$!; \
+	LUCID_JAX_TEST_FAST_COMPILE=1 $(BIN)/python -m pytest $(PYTEST_FLAGS) \
+		-m "not default_codegen and $(TEST_MARKERS)"; main=$$?; \
+	wait $$beside; default=$$?; \
+	echo "== make test: the tests marked default_codegen, compiled as XLA's default, run beside:"; \
+	cat build/test-default-codegen.log; \
+	[ $$main -eq 0 ] && [ $$default -eq 0 ]; }
 
 .PHONY: test-notebooks
 test-notebooks: $(VENV)/.dev-installed

@@ -22,6 +22,10 @@ from sharding_cases import make_mesh
 from lucid_jax import _cpu_sums
 from lucid_jax._cpu_sums import float64_on_cpu_sum, instance_sum
 
+#: The sums' values are claims about the numbers users' XLA computes: compiled as XLA compiles
+#: by default (conftest.FAST_COMPILE).
+pytestmark = pytest.mark.default_codegen
+
 AXES = (2, 3)
 
 
