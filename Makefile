@@ -49,6 +49,16 @@ PYTEST_FLAGS = -p no:cacheprovider -n $(WORKERS) --dist loadgroup
 PYTHON312 ?= $(firstword $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; \
 	do "$$p" -c "" 2>/dev/null && echo "$$p"; done) $(PYTHON))
 
+# $(call beside,LOG,BESIDE,MAIN,TITLE): the shell command BESIDE in the background, its output
+# kept in LOG, while MAIN runs; then LOG, shown under "== TITLE, run beside:"; fails if either
+# failed. (`$(,)` puts a comma in an argument.)
+, := ,
+define beside
+{ $(strip $(2)) > $(1) 2>&1 & beside=$$!; $(strip $(3)); main=$$?; \
+	wait $$beside; other=$$?; echo "== $(strip $(4)), run beside:"; cat $(1); \
+	[ $$main -eq 0 ] && [ $$other -eq 0 ]; }
+endef
+
 .PHONY: docs notebooks demo test test-peers test-wheel test-oldest test-colab dist bench scaling accuracy \
 	lint format clean
 
@@ -93,14 +103,11 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 TEST_MARKERS := not benchmarks and not notebooks
 test: $(VENV)/.dev-installed
 	mkdir -p build
-	{ $(BIN)/python -m pytest -p no:cacheprovider -m "default_codegen and $(TEST_MARKERS)" \
-		> build/test-default-codegen.log 2>&1 & beside=$$!; \
-	LUCID_JAX_TEST_FAST_COMPILE=1 $(BIN)/python -m pytest $(PYTEST_FLAGS) \
-		-m "not default_codegen and $(TEST_MARKERS)"; main=$$?; \
-	wait $$beside; default=$$?; \
-	echo "== make test: the tests marked default_codegen, compiled as XLA's default, run beside:"; \
-	cat build/test-default-codegen.log; \
-	[ $$main -eq 0 ] && [ $$default -eq 0 ]; }
+	$(call beside,build/test-default-codegen.log,\
+		$(BIN)/python -m pytest -p no:cacheprovider -m "default_codegen and $(TEST_MARKERS)",\
+		LUCID_JAX_TEST_FAST_COMPILE=1 $(BIN)/python -m pytest $(PYTEST_FLAGS) \
+			-m "not default_codegen and $(TEST_MARKERS)",\
+		make test: the tests marked default_codegen$(,) compiled as XLA's default)
 
 .PHONY: test-notebooks
 test-notebooks: $(VENV)/.dev-installed
@@ -205,15 +212,11 @@ test-oldest: | $(UV)
 	mkdir -p build
 	$(call oldest_venv,.venv-oldest,$(OLDEST_PINS))
 	$(call oldest_venv,.venv-oldest-flax,$(OLDEST_FLAX_PINS))
-	cd tests && { \
-		../.venv-oldest-flax/bin/pytest $(PYTEST_FLAGS) \
-			$(FLAX_FLOOR_TESTS) > ../build/test-oldest-flax.log 2>&1 & floor=$$!; \
+	cd tests && $(call beside,../build/test-oldest-flax.log,\
+		../.venv-oldest-flax/bin/pytest $(PYTEST_FLAGS) $(FLAX_FLOOR_TESTS),\
 		../.venv-oldest/bin/pytest $(PYTEST_FLAGS) \
-			--ignore=test_notebooks.py --ignore=test_bench_smoke.py; core=$$?; \
-		wait $$floor; flax=$$?; \
-		echo "== test-oldest: the flax extra's floor ($(OLDEST_FLAX_PINS)), run beside:"; \
-		cat ../build/test-oldest-flax.log; \
-		[ $$core -eq 0 ] && [ $$flax -eq 0 ]; }
+			--ignore=test_notebooks.py --ignore=test_bench_smoke.py,\
+		test-oldest: the flax extra's floor ($(OLDEST_FLAX_PINS)))
 
 # The suite (not the notebooks, not the benchmarks) on each Python of PYTHONS this machine
 # has, each with the newest JAX pip can give it, in an environment uv makes (uv comes from
