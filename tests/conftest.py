@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jaxlib.version
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -25,15 +26,6 @@ from hypothesis import settings
 #: (this raises if something has, rather than leaving 1 device).
 HOST_DEVICE_COUNT = 8
 jax.config.update("jax_num_cpu_devices", HOST_DEVICE_COUNT)
-
-
-def _jaxlib_version() -> tuple[int, ...]:
-    import jaxlib.version
-
-    return tuple(
-        int("".join(c for c in p if c.isdigit()) or 0)
-        for p in jaxlib.version.__version__.split(".")[:3]
-    )
 
 
 #: `make test` compiles with XLA:CPU's elemental emitters (`LUCID_JAX_TEST_FAST_COMPILE=1`):
@@ -52,7 +44,8 @@ def _jaxlib_version() -> tuple[int, ...]:
 FAST_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
 _FLAG_REMOVED_IN = (0, 12)
 FAST_COMPILE = (
-    os.environ.get("LUCID_JAX_TEST_FAST_COMPILE") == "1" and _jaxlib_version() < _FLAG_REMOVED_IN
+    os.environ.get("LUCID_JAX_TEST_FAST_COMPILE") == "1"
+    and jaxlib.version.__version_info__ < _FLAG_REMOVED_IN
 )
 if FAST_COMPILE and FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
@@ -283,7 +276,6 @@ def unoptimised_module():
         yield
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
 def pytest_report_header() -> str:
     if FAST_COMPILE:
         return (
@@ -293,6 +285,7 @@ def pytest_report_header() -> str:
     return "XLA:CPU code generation: XLA's default"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if FAST_COMPILE and item.get_closest_marker("default_codegen"):
